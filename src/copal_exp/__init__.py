@@ -1,0 +1,3 @@
+"""copal_exp: continual pruning of large language models (COPAL and its baselines)."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,94 @@
+"""Calibration segments and evaluation windows, cut as SparseGPT's and Wanda's ``get_loaders`` do.
+
+``random.seed(seed)``, then per segment for wikitext2/ptb ``i = random.randint(0, n − seqlen − 1)``
+on the tokenised joined training text; for c4, draw documents until one tokenises to more than
+``seqlen`` tokens, then a window inside it (DESIGN §6). Same seed and data → same segments.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from copal_exp.data.sources import TextSource, load_text
+from copal_exp.tokens import encode
+
+#: how the rows of each split are joined before tokenisation
+JOINERS = {("wikitext2", "calibration"): " ", ("wikitext2", "evaluation"): "\n\n",
+           ("ptb", "calibration"): " ", ("ptb", "evaluation"): " ", ("c4", "evaluation"): " "}
+C4_EVAL_DOCS = 1100
+C4_EVAL_WINDOWS = 256
+
+
+@dataclass
+class DatasetSplits:
+    """What one dataset contributes to a run: calibration segments, evaluation windows, provenance."""
+
+    name: str
+    calibration: torch.Tensor  # [nsamples, seqlen] token ids
+    evaluation: torch.Tensor  # [windows, seqlen] token ids
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def calibration_segments(source: TextSource, dataset: str, tokenizer, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
+    """``nsamples`` windows of ``seqlen`` tokens drawn from the training text, draw for draw as SparseGPT."""
+    random.seed(seed)
+    segments = []
+    if dataset == "c4":
+        for _ in range(nsamples):
+            for _attempt in range(100 * max(len(source.rows), 1)):
+                ids = encode(tokenizer, source.rows[random.randint(0, len(source.rows) - 1)])
+                if ids.numel() > seqlen:
+                    break
+            else:
+                raise ValueError(f"c4 calibration: no document has more than data.seqlen={seqlen} tokens")
+            j = random.randint(0, ids.numel() - seqlen - 1)
+            segments.append(ids[j : j + seqlen])
+    else:
+        ids = encode(tokenizer, JOINERS[(dataset, "calibration")].join(source.rows))
+        if ids.numel() <= seqlen:
+            raise ValueError(
+                f"{dataset} calibration text has {ids.numel()} tokens, too short for data.seqlen={seqlen}"
+            )
+        for _ in range(nsamples):
+            i = random.randint(0, ids.numel() - seqlen - 1)
+            segments.append(ids[i : i + seqlen])
+    return torch.stack(segments)
+
+
+def evaluation_tokens(source: TextSource, dataset: str, tokenizer, seqlen: int) -> torch.Tensor:
+    """The tokenised evaluation text (C4: the first 1,100 documents, cut to 256 · seqlen tokens)."""
+    rows = source.rows[:C4_EVAL_DOCS] if dataset == "c4" else source.rows
+    ids = encode(tokenizer, JOINERS[(dataset, "evaluation")].join(rows))
+    if dataset == "c4":
+        ids = ids[: C4_EVAL_WINDOWS * seqlen]
+    return ids
+
+
+def evaluation_windows(ids: torch.Tensor, seqlen: int, max_windows: int | None = None) -> torch.Tensor:
+    """Non-overlapping windows of ``seqlen`` tokens (the tail is dropped), at most ``max_windows``."""
+    n = ids.numel() // seqlen
+    if max_windows is not None:
+        n = min(n, int(max_windows))
+    if n < 1:
+        raise ValueError(f"evaluation text has {ids.numel()} tokens, fewer than data.seqlen={seqlen}")
+    return ids[: n * seqlen].reshape(n, seqlen)
+
+
+def load_dataset_splits(dataset: str, tokenizer, *, root, nsamples: int, seqlen: int, seed: int,
+                        max_windows: int | None, hub: dict | None = None, use_hub: bool = True,
+                        with_calibration: bool = True) -> DatasetSplits:
+    """Load, tokenise and cut one dataset for a run."""
+    hub_overrides = (hub or {}).get(dataset)
+    evaluation = load_text(dataset, "evaluation", root, hub_overrides, use_hub)
+    windows = evaluation_windows(evaluation_tokens(evaluation, dataset, tokenizer, seqlen), seqlen, max_windows)
+    provenance = {"evaluation": evaluation.provenance, "evaluation_windows": int(windows.shape[0])}
+    calibration = torch.empty(0, seqlen, dtype=torch.long)
+    if with_calibration:
+        source = load_text(dataset, "calibration", root, hub_overrides, use_hub)
+        calibration = calibration_segments(source, dataset, tokenizer, nsamples, seqlen, seed)
+        provenance["calibration"] = source.provenance
+    return DatasetSplits(dataset, calibration, windows, provenance)

@@ -1,0 +1,117 @@
+"""The layer-by-layer pruning engine (DESIGN §2). It knows nothing of any method.
+
+For each decoder layer in turn: hooks on its linears feed the calibration inputs/outputs to the
+method, the method returns new weights and keep masks, and the segments run again through the
+now-pruned layer to give the next layer's inputs, so errors propagate as in SparseGPT and Wanda.
+Only the layer being processed sits on ``device``; the rest and the activations stay on CPU.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from copal_exp.capture import LayerInputs, capture_layer_inputs, decoder_layers, find_linears, to_device
+from copal_exp.methods.registry import PruningMethod
+
+
+class NonFiniteError(RuntimeError):
+    """Raised when activations or perplexities stop being finite."""
+
+
+def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    """Every ``nn.Linear`` inside the decoder layers, by qualified name (never embeddings or LM head)."""
+    layers = decoder_layers(model)
+    prefix = next(name for name, m in model.named_modules() if m is layers)
+    return {f"{prefix}.{i}.{sub}": lin for i, layer in enumerate(layers) for sub, lin in find_linears(layer).items()}
+
+
+class PhaseTimer:
+    """Accumulates wall time per named phase."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, phase: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[phase] += time.perf_counter() - start
+
+
+def _layer_output(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+@torch.no_grad()
+def run_layer(layer: nn.Module, inputs: LayerInputs, device) -> list[torch.Tensor]:
+    """Outputs of ``layer`` for every captured segment, back on CPU in the model's dtype."""
+    return [
+        _layer_output(layer(h.to(device), **to_device(kw, device))).cpu()
+        for h, kw in zip(inputs.hidden, inputs.kwargs)
+    ]
+
+
+@torch.no_grad()
+def prune_model(
+    model: nn.Module,
+    segments: torch.Tensor,
+    method: PruningMethod,
+    device: str | torch.device = "cpu",
+    timer: PhaseTimer | None = None,
+    progress: bool = True,
+    desc: str = "prune",
+) -> dict[str, torch.Tensor]:
+    """Prune every decoder-layer linear of ``model`` in place; return the keep masks (CPU, bool) by name."""
+    timer = timer or PhaseTimer()
+    masks: dict[str, torch.Tensor] = {}
+    if not method.prunes:
+        return masks
+    layers = decoder_layers(model)
+    prefix = next(name for name, m in model.named_modules() if m is layers)
+    inputs = None
+    if method.uses_calibration:
+        with timer("capture"):
+            inputs = capture_layer_inputs(model, segments, device)
+    for index, layer in enumerate(tqdm(layers, desc=desc, unit="layer", disable=not progress, leave=False)):
+        layer.to(device)
+        linears = find_linears(layer)
+        stats = {sub: method.new_statistics(lin.weight) for sub, lin in linears.items()}
+        if inputs is not None:
+            with timer("statistics"):
+                handles = [lin.register_forward_hook(_stats_hook(method, stats, sub)) for sub, lin in linears.items()]
+                try:
+                    run_layer(layer, inputs, device)
+                finally:
+                    for handle in handles:
+                        handle.remove()
+        with timer("masks"):
+            for sub, lin in linears.items():
+                name = f"{prefix}.{index}.{sub}"
+                new_weight, keep = method.prune(name, lin.weight.data, stats.pop(sub))
+                lin.weight.data.copy_(new_weight)
+                masks[name] = keep.cpu()
+        if inputs is not None and index + 1 < len(layers):
+            with timer("propagation"):
+                inputs.hidden = run_layer(layer, inputs, device)
+            bad = next((j for j, h in enumerate(inputs.hidden) if not torch.isfinite(h).all()), None)
+            if bad is not None:
+                raise NonFiniteError(f"{desc}: non-finite activations leaving decoder layer {index} (segment {bad})")
+        layer.to("cpu")
+    method.end_step()
+    return masks
+
+
+def _stats_hook(method: PruningMethod, stats: dict[str, Any], sub: str):
+    def hook(module: nn.Linear, args, output):
+        stats[sub] = method.accumulate(stats[sub], args[0].detach(), output.detach(), module.bias)
+
+    return hook

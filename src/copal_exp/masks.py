@@ -1,0 +1,99 @@
+"""Sparsity patterns and mask selection (DESIGN §3).
+
+Masks are *keep* masks: ``True`` marks a weight that survives, so a pruned weight is ``W * mask``.
+Every function here is pure and works on plain tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A sparsity pattern: ``unstructured`` at ``ratio``, or ``nm`` keeping ``n`` of every ``m``."""
+
+    kind: str
+    ratio: float = 0.5
+    n: int = 0
+    m: int = 0
+
+    @classmethod
+    def parse(cls, kind: str, ratio: float | None = None, n: int | None = None, m: int | None = None) -> "Pattern":
+        if kind == "unstructured":
+            if ratio is None or not 0.0 < float(ratio) < 1.0:
+                raise ValueError(f"sparsity.ratio={ratio!r}: must lie strictly between 0 and 1")
+            return cls("unstructured", ratio=float(ratio))
+        if kind == "nm":
+            if n is None or m is None or int(n) < 1 or int(n) >= int(m):
+                raise ValueError(
+                    f"sparsity.n={n!r}, sparsity.m={m!r}: N:M keeps N of every M weights and needs 1 <= N < M"
+                )
+            return cls("nm", ratio=1.0 - int(n) / int(m), n=int(n), m=int(m))
+        raise ValueError(f"sparsity.pattern={kind!r}: allowed values are 'unstructured', 'nm'")
+
+    @property
+    def name(self) -> str:
+        return f"{self.n}:{self.m}" if self.kind == "nm" else f"unstructured{self.ratio:g}"
+
+    def check_shape(self, name: str, in_features: int) -> None:
+        """Raise if an N:M pattern cannot tile a layer's input dimension."""
+        if self.kind == "nm" and in_features % self.m:
+            raise ValueError(
+                f"sparsity {self.n}:{self.m}: layer {name} has in_features={in_features}, "
+                f"not divisible by M={self.m}"
+            )
+
+
+def prune_count(size: int, ratio: float) -> int:
+    """Number of weights pruned from a comparison group of ``size``: ``floor(ratio * size)``."""
+    return int(math.floor(ratio * size + 1e-9))
+
+
+def unstructured_mask(score: torch.Tensor, ratio: float, group: str = "layer") -> torch.Tensor:
+    """Keep mask pruning exactly ``floor(ratio * size)`` lowest scores of each comparison group.
+
+    ``group='layer'`` compares all elements of the matrix, ``group='row'`` each output row. Ties are
+    broken by a stable sort (lowest index pruned first), so tied scores never change the count.
+    """
+    if group not in ("layer", "row"):
+        raise ValueError(f"group={group!r}: allowed values are 'layer', 'row'")
+    rows = score.reshape(1, -1) if group == "layer" else score.reshape(score.shape[0], -1)
+    k = prune_count(rows.shape[1], ratio)
+    keep = torch.ones_like(rows, dtype=torch.bool)
+    if k:
+        order = torch.sort(rows, dim=1, stable=True).indices[:, :k]
+        keep.scatter_(1, order, False)
+    return keep.reshape(score.shape)
+
+
+def nm_mask(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Keep mask holding the ``n`` highest scores of every ``m`` consecutive inputs of each row."""
+    rows, cols = score.shape
+    if cols % m:
+        raise ValueError(f"N:M mask needs in_features divisible by M: {cols} % {m} != 0")
+    groups = score.reshape(rows, cols // m, m)
+    top = torch.sort(groups, dim=-1, stable=True, descending=True).indices[..., :n]
+    keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, top, True)
+    return keep.reshape(rows, cols)
+
+
+def select_mask(score: torch.Tensor, pattern: Pattern, group: str = "layer") -> torch.Tensor:
+    """Keep mask for ``score`` under ``pattern``; ``group`` applies to unstructured patterns only."""
+    if pattern.kind == "nm":
+        return nm_mask(score, pattern.n, pattern.m)
+    return unstructured_mask(score, pattern.ratio, group)
+
+
+def sparsity_of(mask: torch.Tensor) -> float:
+    """Fraction of pruned (False) entries."""
+    return 1.0 - mask.sum().item() / mask.numel()
+
+
+def pack_masks(masks: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Bit-pack keep masks (8 per byte) for storage between steps."""
+    return {name: np.packbits(m.cpu().numpy().reshape(-1)) for name, m in masks.items()}

@@ -1,0 +1,8 @@
+"""Pruning methods, registered by name (see :mod:`copal_exp.methods.registry`)."""
+
+from copal_exp.methods.registry import METHODS, PruningMethod, build_method, register
+
+# Importing the modules registers their methods.
+from copal_exp.methods import copal, dense, magnitude, sparsegpt, wanda  # noqa: F401,E402
+
+__all__ = ["METHODS", "PruningMethod", "build_method", "register"]

