@@ -85,8 +85,13 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     log.info("converting %s to safetensors in %s (once)", gguf.name, out_dir)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # the weights are dequantised fp32 now: drop the GGUF quantisation record so the folder saves and loads plainly
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
+    model.hf_quantizer = None
+    for attr in ("is_quantized", "quantization_method"):
+        if hasattr(model, attr):
+            setattr(model, attr, None if attr == "quantization_method" else False)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=out_dir.name + ".tmp"))
     model.save_pretrained(tmp)

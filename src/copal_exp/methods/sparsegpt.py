@@ -33,7 +33,7 @@ def prepare_hessian(hessian: torch.Tensor, weight: torch.Tensor, percdamp: float
     return hessian, weight, damp
 
 
-def inverse_cholesky_upper(hessian: torch.Tensor, damp: float, retries: int = 6, name: str = "") -> torch.Tensor:
+def inverse_cholesky_upper(hessian: torch.Tensor, damp: float, retries: int = 10, name: str = "") -> torch.Tensor:
     """Upper Cholesky factor of ``(H + damp·I)⁻¹``; on failure raise the dampening ×10 and retry."""
     eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
     for attempt in range(retries + 1):

@@ -1,0 +1,41 @@
+"""Shared fixtures. The reference data is read in place from ../shared/data (or $COPAL_DATA_DIR)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "src" / "copal_exp" / "conf"
+
+
+def shared_data_dir() -> Path:
+    return Path(os.environ.get("COPAL_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    root = shared_data_dir()
+    # A missing data directory is a failure, never a skip: the end-to-end tests are the point.
+    assert (root / "wikitext2").is_dir() and (root / "ptb").is_dir() and (root / "c4").is_dir(), (
+        f"reference data not found at {root}: set COPAL_DATA_DIR or check out shared/ beside the repository"
+    )
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _deterministic():
+    torch.manual_seed(0)
+    yield
+
+
+def compose(overrides: list[str]):
+    """Compose the project's config with Hydra's compose API, as the command line would."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=overrides)

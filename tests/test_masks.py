@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from copal_exp.masks import Pattern, nm_mask, pack_masks, prune_count, select_mask, unstructured_mask
+
+
+def test_unstructured_exact_count_despite_ties():
+    # a dequantised checkpoint: only four distinct magnitudes
+    score = torch.randint(0, 4, (64, 96)).float()
+    for ratio in (0.1, 0.5, 0.7):
+        keep = unstructured_mask(score, ratio, "layer")
+        assert (~keep).sum().item() == prune_count(score.numel(), ratio)
+        keep = unstructured_mask(score, ratio, "row")
+        assert ((~keep).sum(dim=1) == prune_count(96, ratio)).all()
+
+
+def test_unstructured_prunes_lowest_scores():
+    score = torch.randn(32, 40)
+    keep = unstructured_mask(score, 0.5, "layer")
+    assert score[~keep].max() <= score[keep].min()
+    keep = unstructured_mask(score, 0.25, "row")
+    for r in range(32):
+        assert score[r][~keep[r]].max() <= score[r][keep[r]].min()
+
+
+def test_ties_broken_by_index():
+    score = torch.zeros(1, 8)
+    keep = unstructured_mask(score, 0.5, "row")
+    assert keep.tolist() == [[False] * 4 + [True] * 4]
+
+
+@pytest.mark.parametrize("n,m", [(2, 4), (4, 8), (1, 4)])
+def test_nm_keeps_exactly_n_highest_per_group(n, m):
+    score = torch.randint(0, 3, (16, 64)).float()  # many ties
+    keep = nm_mask(score, n, m)
+    groups = keep.reshape(16, -1, m)
+    assert (groups.sum(-1) == n).all()
+    s = score.reshape(16, -1, m)
+    kept_min = torch.where(groups, s, torch.full_like(s, float("inf"))).min(-1).values
+    pruned_max = torch.where(~groups, s, torch.full_like(s, -float("inf"))).max(-1).values
+    assert (pruned_max <= kept_min).all()
+
+
+def test_pattern_validation_messages():
+    with pytest.raises(ValueError, match="sparsity.ratio=1.0"):
+        Pattern.parse("unstructured", ratio=1.0)
+    with pytest.raises(ValueError, match="1 <= N < M"):
+        Pattern.parse("nm", n=4, m=4)
+    with pytest.raises(ValueError, match="1 <= N < M"):
+        Pattern.parse("nm", n=0, m=4)
+    with pytest.raises(ValueError, match="not divisible by M=8"):
+        Pattern.parse("nm", n=4, m=8).check_shape("model.layers.0.mlp.down_proj", 100)
+    assert Pattern.parse("nm", n=2, m=4).ratio == 0.5
+
+
+def test_select_mask_dispatch_and_packing():
+    score = torch.randn(8, 16)
+    assert torch.equal(select_mask(score, Pattern.parse("nm", n=2, m=4)), nm_mask(score, 2, 4))
+    keep = select_mask(score, Pattern.parse("unstructured", ratio=0.5), "row")
+    packed = pack_masks({"a": keep})["a"]
+    assert packed.nbytes == keep.numel() // 8
