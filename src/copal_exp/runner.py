@@ -91,6 +91,7 @@ class Experiment:
         self.timer = PhaseTimer()
         self._sizes: dict[str, int] = {}
         self.results: dict[str, Any] = {}
+        self.steps: dict[tuple, StepResult] = {}
 
     # -- data -----------------------------------------------------------------------------------
     def load_data(self) -> dict[str, DatasetSplits]:
@@ -154,6 +155,7 @@ class Experiment:
         dense = {name: lin.weight.data.clone() for name, lin in linears.items()}
         self._sizes = {n: w.numel() for n, w in dense.items()}
         steps: dict[tuple, StepResult] = {}
+        self.steps = steps
         remaining = dict(plan.children)
         bar = tqdm(total=plan.prune_steps, desc=f"{s.method} steps", unit="step", disable=not self.progress)
         for k, order in enumerate(s.orders):
