@@ -59,3 +59,13 @@ def test_select_mask_dispatch_and_packing():
     keep = select_mask(score, Pattern.parse("unstructured", ratio=0.5), "row")
     packed = pack_masks({"a": keep})["a"]
     assert packed.nbytes == keep.numel() // 8
+
+
+@pytest.mark.parametrize("group", ["layer", "row"])
+def test_unstructured_equals_stable_sort_reference(group):
+    score = torch.randint(0, 5, (20, 33)).float()
+    rows = score.reshape(1, -1) if group == "layer" else score
+    k = prune_count(rows.shape[1], 0.45)
+    expected = torch.ones_like(rows, dtype=torch.bool)
+    expected.scatter_(1, torch.sort(rows, dim=1, stable=True).indices[:, :k], False)
+    assert torch.equal(unstructured_mask(score, 0.45, group), expected.reshape(score.shape))

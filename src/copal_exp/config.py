@@ -71,6 +71,8 @@ def validate(cfg: DictConfig | dict) -> Settings:
     _require(name in METHODS, f"method={name!r}: allowed values are {sorted(METHODS)}")
     init = method.pop("init", "global")
     _require(init in INITS, f"method.init={init!r}: allowed values are {INITS}")
+    _require(init == "global" or name not in ("copal", "dense"),
+             f"method.init={init!r}: method={name} always starts each step from the dense weights; allowed: 'global'")
     allowed = METHODS[name].options
     extra = sorted(set(method) - set(allowed))
     _require(not extra, f"method={name}: unknown key(s) {extra}; allowed: {sorted(allowed) + ['init', 'name']}")

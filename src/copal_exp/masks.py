@@ -64,11 +64,16 @@ def unstructured_mask(score: torch.Tensor, ratio: float, group: str = "layer") -
         raise ValueError(f"group={group!r}: allowed values are 'layer', 'row'")
     rows = score.reshape(1, -1) if group == "layer" else score.reshape(score.shape[0], -1)
     k = prune_count(rows.shape[1], ratio)
-    keep = torch.ones_like(rows, dtype=torch.bool)
-    if k:
-        order = torch.sort(rows, dim=1, stable=True).indices[:, :k]
-        keep.scatter_(1, order, False)
-    return keep.reshape(score.shape)
+    if k == 0:
+        return torch.ones_like(score, dtype=torch.bool)
+    # The first k indices of a stable ascending sort, without sorting: everything below the k-th
+    # smallest value, then the lowest-index ties at that value until the count is exactly k.
+    kth = torch.kthvalue(rows, k, dim=1, keepdim=True).values
+    below = rows < kth
+    ties = rows == kth
+    need = k - below.sum(dim=1, keepdim=True)
+    pruned = below | (ties & (ties.cumsum(dim=1) <= need))
+    return (~pruned).reshape(score.shape)
 
 
 def nm_mask(score: torch.Tensor, n: int, m: int) -> torch.Tensor:

@@ -1,0 +1,83 @@
+"""The command line: Hydra composition, the design card's command verbatim, and early validation."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from copal_exp.__main__ import normalise_argv
+from copal_exp.config import ConfigError, validate
+
+from conftest import compose
+
+
+def test_config_groups_compose():
+    cfg = compose([])
+    assert cfg.model.name == "smollm2_135m" and cfg.method.name == "copal" and cfg.order.kind == "all_perms"
+    assert list(cfg.datasets) == ["wikitext2", "ptb", "c4"] and cfg.data.nsamples == 16
+    assert compose(["sparsity=2:4"]).sparsity.n == 2 and compose(["sparsity=4:8"]).sparsity.m == 8
+    assert compose(["model=llama_7b"]).data.seqlen == 2048
+    assert compose(["model=llama_65b"]).model.name_or_path == "huggyllama/llama-65b"
+    s = validate(compose(["order=all_perms", "order.index=4"]))
+    assert s.orders == [("c4", "wikitext2", "ptb")]
+    assert validate(compose(["order=given", "datasets=[ptb,c4]"])).orders == [("ptb", "c4")]
+    for method in ("dense", "magnitude", "wanda", "sparsegpt", "copal"):
+        assert validate(compose([f"method={method}"])).method == method
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["sparsity.ratio=1.5"], "sparsity.ratio=1.5"),
+    (["method=wanda", "method.init=warm"], "method.init='warm'"),
+    (["method=copal", "method.init=sequential"], "method.init='sequential'"),
+    (["method.granularity=word"], "method.granularity='word'"),
+    (["datasets=[wikitext2,imdb]"], "unknown ['imdb']"),
+    (["order.index=6"], "order.index=6"),
+    (["data.nsamples=0"], "data.nsamples=0"),
+])
+def test_bad_values_fail_with_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        validate(compose(overrides))
+
+
+def test_multirun_flag_anywhere():
+    assert normalise_argv(["method=copal", "sparsity=2:4", "-m", "order=all_perms"]) == [
+        "-m", "method=copal", "sparsity=2:4", "order=all_perms"]
+    assert normalise_argv(["a=1", "--multirun"]) == ["--multirun", "a=1"]
+
+
+def cli(args, cwd, data_root, timeout=600):
+    env = {**os.environ, "COPAL_DATA_DIR": str(data_root)}
+    return subprocess.run([sys.executable, "-m", "copal_exp", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_design_card_command_verbatim(tmp_path, data_root):
+    small = ["model=tiny_llama", "data.nsamples=2", "data.seqlen=32", "eval.max_windows=1", "run.progress=false"]
+    proc = cli("method=copal sparsity=2:4 -m order=all_perms".split() + small, tmp_path, data_root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (result,) = list(tmp_path.glob("multirun/*/*/0/results.json"))
+    results = json.loads(result.read_text())
+    assert results["status"] == "complete" and len(results["permutations"]) == 6
+    assert results["config"]["method"]["name"] == "copal" and results["sparsity"]["pattern"] == "2:4"
+    assert (result.parent / "ppl_matrices.csv").is_file()
+
+
+def test_help_and_cfg_job(tmp_path, data_root):
+    proc = cli(["--help"], tmp_path, data_root)
+    assert proc.returncode == 0 and "method: copal, dense, magnitude, sparsegpt, wanda" in proc.stdout
+    proc = cli(["method=wanda", "sparsity=4:8", "--cfg", "job"], tmp_path, data_root)
+    assert proc.returncode == 0 and "name: wanda" in proc.stdout and "m: 8" in proc.stdout
+
+
+def test_bad_input_fails_before_model_loads(tmp_path, data_root):
+    env_cache = tmp_path / "cache"
+    start = time.time()
+    proc = subprocess.run([sys.executable, "-m", "copal_exp", "sparsity.ratio=0"], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "COPAL_CACHE_DIR": str(env_cache),
+                                          "COPAL_DATA_DIR": str(data_root)}, timeout=120)
+    assert proc.returncode != 0 and "sparsity.ratio=0" in proc.stderr
+    assert not env_cache.exists()  # nothing was downloaded or converted
+    assert time.time() - start < 60

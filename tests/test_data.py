@@ -1,0 +1,75 @@
+"""Data resolution and the SparseGPT/Wanda sampling recipes, on the real files in shared/data."""
+
+import json
+import random
+
+import pytest
+import torch
+
+from copal_exp.data import calibration_segments, evaluation_windows, load_dataset_splits, load_text
+from copal_exp.data.recipes import evaluation_tokens
+from copal_exp.tokens import ByteTokenizer, encode
+
+TOK = ByteTokenizer()
+
+
+def test_local_resolution_records_stand_ins(data_root):
+    ev = load_text("wikitext2", "evaluation", data_root)
+    assert ev.provenance["source"] == "local" and ev.provenance["stand_in"] is None
+    assert len(ev.rows) == 4358 and ev.rows[0] == "" and ev.rows[1] == " = Robert Boulter = \n"
+    cal = load_text("wikitext2", "calibration", data_root)
+    assert "wiki.valid.tokens" in cal.provenance["stand_in"]
+    ptb = load_text("ptb", "calibration", data_root)
+    assert "ptb.valid.txt" in ptb.provenance["stand_in"] and ptb.rows[0] == ptb.rows[0].strip()
+    c4 = load_text("c4", "evaluation", data_root)
+    assert len(c4.rows) == 2000 and "subset" in c4.provenance["stand_in"]
+
+
+def test_missing_data_gives_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"dataset 'ptb' \(calibration split\) is not available.*data.root"):
+        load_text("ptb", "calibration", tmp_path, use_hub=False)
+    with pytest.raises(ValueError, match="unknown dataset 'imdb'"):
+        load_text("imdb", "evaluation", tmp_path)
+
+
+def test_joined_text_calibration_draws_as_sparsegpt(data_root):
+    source = load_text("ptb", "calibration", data_root)
+    segments = calibration_segments(source, "ptb", TOK, nsamples=5, seqlen=32, seed=7)
+    ids = encode(TOK, " ".join(source.rows))
+    random.seed(7)
+    for seg in segments:
+        i = random.randint(0, ids.numel() - 32 - 1)
+        assert torch.equal(seg, ids[i : i + 32])
+
+
+def test_c4_calibration_draws_as_sparsegpt(data_root):
+    source = load_text("c4", "calibration", data_root)
+    segments = calibration_segments(source, "c4", TOK, nsamples=4, seqlen=1500, seed=3)
+    random.seed(3)
+    for seg in segments:
+        while True:
+            doc = encode(TOK, source.rows[random.randint(0, len(source.rows) - 1)])
+            if doc.numel() > 1500:
+                break
+        j = random.randint(0, doc.numel() - 1500 - 1)
+        assert torch.equal(seg, doc[j : j + 1500])
+
+
+def test_evaluation_windows_and_c4_rule(data_root):
+    ids = torch.arange(10)
+    assert evaluation_windows(ids, 3).tolist() == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    assert evaluation_windows(ids, 3, max_windows=2).shape == (2, 3)
+    c4 = load_text("c4", "evaluation", data_root)
+    toks = evaluation_tokens(c4, "c4", TOK, seqlen=16)
+    assert toks.numel() == 256 * 16
+    first = " ".join(c4.rows[:1100]).encode("utf-8")[: 256 * 16]
+    assert toks.tolist() == list(first)
+    wiki = load_text("wikitext2", "evaluation", data_root)
+    assert evaluation_tokens(wiki, "wikitext2", TOK, 16).numel() == len("\n\n".join(wiki.rows).encode("utf-8"))
+
+
+def test_load_dataset_splits_shapes(data_root):
+    splits = load_dataset_splits("wikitext2", TOK, root=data_root, nsamples=3, seqlen=50, seed=0, max_windows=4)
+    assert splits.calibration.shape == (3, 50) and splits.evaluation.shape == (4, 50)
+    assert splits.provenance["evaluation"]["location"].endswith("wikitext-2-raw-v1.test.jsonl")
+    json.dumps(splits.provenance)

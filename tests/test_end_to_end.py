@@ -1,0 +1,38 @@
+"""End to end on the real model (SmolLM2-135M-Instruct) and the three real datasets, few short segments."""
+
+import math
+
+import pytest
+
+from copal_exp.__main__ import run_job
+
+from conftest import compose
+
+pytestmark = pytest.mark.slow
+
+SMALL = ["data.nsamples=2", "data.seqlen=64", "eval.max_windows=2", "run.progress=false"]
+
+
+def test_smollm2_copal_all_perms(tmp_path, data_root):
+    results = run_job(compose([*SMALL, f"data.root={data_root}", "method=copal", "order=all_perms"]), tmp_path)
+    assert results["config"]["model"]["name"] == "smollm2_135m"
+    assert len(results["permutations"]) == 6
+    for perm in results["permutations"]:
+        assert len(perm["ppl_matrix"]) == 3
+        assert all(math.isfinite(v) and v > 1 for row in perm["ppl_matrix"] for v in row)
+    layers = results["sparsity"]["layers"]
+    assert len(layers) == 30 * 7 and all(".layers." in name for name in layers)
+    assert all(s == pytest.approx(0.5, abs=1e-6) for s in layers.values())
+    assert all(math.isfinite(v) and v < 1000 for v in results["dense_ppl"].values())
+    assert results["plan"]["prune_steps"] == 15
+    # pruning hurts, but a 50 % COPAL model of a real LM is still a language model
+    final = [v for p in results["permutations"] for v in p["ppl_matrix"][-1]]
+    assert min(final) > min(results["dense_ppl"].values()) and max(final) < 10 * max(results["dense_ppl"].values())
+
+
+@pytest.mark.parametrize("method,pattern", [("sparsegpt", "2:4"), ("wanda", "4:8")])
+def test_smollm2_baselines_nm(tmp_path, data_root, method, pattern):
+    results = run_job(compose([*SMALL, f"data.root={data_root}", f"method={method}", f"sparsity={pattern}",
+                               "order=given"]), tmp_path)
+    assert all(s == pytest.approx(0.5) for s in results["sparsity"]["layers"].values())
+    assert all(math.isfinite(v) for v in results["permutations"][0]["ppl_matrix"][-1])
