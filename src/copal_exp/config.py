@@ -8,7 +8,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from copal_exp.data.sources import HUB_RECIPES
+from copal_exp.data.demo_suite import DEMO_DATASETS
+from copal_exp.data.sources import KNOWN_DATASETS
 from copal_exp.masks import Pattern
 from copal_exp.methods import METHODS
 
@@ -56,10 +57,11 @@ def validate(cfg: DictConfig | dict) -> Settings:
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     c.pop("hydra", None)
 
-    datasets = list(c["datasets"])
+    datasets = list(DEMO_DATASETS) if c["datasets"] == "demo" else c["datasets"]
+    _require(isinstance(datasets, list), f"datasets={datasets!r}: give a list such as [wikitext2,ptb,c4], or 'demo'")
     _require(len(datasets) >= 1, "datasets=[]: give at least one dataset")
-    unknown = [d for d in datasets if d not in HUB_RECIPES]
-    _require(not unknown, f"datasets={datasets}: unknown {unknown}; allowed values are {sorted(HUB_RECIPES)}")
+    unknown = [d for d in datasets if d not in KNOWN_DATASETS]
+    _require(not unknown, f"datasets={datasets}: unknown {unknown}; allowed values are {list(KNOWN_DATASETS)} or 'demo'")
     _require(len(set(datasets)) == len(datasets), f"datasets={datasets}: each dataset may appear once")
 
     order = c["order"]
@@ -97,6 +99,7 @@ def validate(cfg: DictConfig | dict) -> Settings:
     _require(ev.get("max_windows") is None or int(ev["max_windows"]) >= 1,
              f"eval.max_windows={ev.get('max_windows')}: must be null or at least 1")
     _require(int(ev.get("batch_size", 1)) >= 1, f"eval.batch_size={ev.get('batch_size')}: must be at least 1")
+    c["datasets"] = datasets
     return Settings(datasets, orders, name, init, method, pattern, model, data, ev, c["run"], c)
 
 

@@ -72,6 +72,12 @@ def make_plan(orders: list[tuple[str, ...]], carries_state: bool, planner: bool 
     return Plan(keys, parents, children)
 
 
+def token_cache_dir(enabled: bool):
+    from copal_exp.models import cache_root
+
+    return cache_root() / "tokens" if enabled else None
+
+
 def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -100,7 +106,8 @@ class Experiment:
             name: load_dataset_splits(
                 name, self.tokenizer, root=d.get("root"), nsamples=int(d["nsamples"]), seqlen=int(d["seqlen"]),
                 seed=int(d["seed"]), max_windows=self.s.eval.get("max_windows"), hub=d.get("hub"),
-                use_hub=bool(d.get("use_hub", True)), with_calibration=prunes,
+                use_hub=bool(d.get("use_hub", True)), with_calibration=prunes, demo_root=d.get("demo_root"),
+                token_cache=token_cache_dir(d.get("token_cache", True)),
             )
             for name in self.s.datasets
         }

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
+
 import torch
 
 
@@ -20,3 +24,29 @@ def encode(tokenizer, text: str) -> torch.Tensor:
     if isinstance(tokenizer, ByteTokenizer):
         return torch.tensor(tokenizer.encode(text), dtype=torch.long)
     return torch.as_tensor(tokenizer(text, return_tensors="pt", verbose=False).input_ids[0], dtype=torch.long)
+
+
+def tokenizer_id(tokenizer) -> str:
+    """A stable identity for a tokenizer: its class, source and vocabulary size."""
+    vocab = getattr(tokenizer, "vocab_size", None) or len(tokenizer)
+    return f"{type(tokenizer).__name__}|{getattr(tokenizer, 'name_or_path', '')}|{vocab}"
+
+
+def encode_cached(tokenizer, text: str, label: str, cache_dir: Path | None) -> torch.Tensor:
+    """:func:`encode`, remembered on disk under a key of the tokenizer and the exact text.
+
+    ``label`` (dataset, split, recipe) names the file for people; the key itself is a hash of the
+    tokenizer's identity and the text, so any change of data or recipe gives a new entry.
+    """
+    if cache_dir is None or isinstance(tokenizer, ByteTokenizer):
+        return encode(tokenizer, text)
+    digest = hashlib.sha256(tokenizer_id(tokenizer).encode() + b"\0" + text.encode("utf-8")).hexdigest()[:24]
+    path = Path(cache_dir) / f"{label}-{digest}.pt"
+    if path.is_file():
+        return torch.load(path).long()
+    ids = encode(tokenizer, text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    torch.save(ids.to(torch.int32), tmp)
+    os.replace(tmp, path)
+    return ids

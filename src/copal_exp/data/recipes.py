@@ -13,12 +13,14 @@ from typing import Any
 
 import torch
 
+from copal_exp.data.demo_suite import DEMO_DATASETS
 from copal_exp.data.sources import TextSource, load_text
-from copal_exp.tokens import encode
+from copal_exp.tokens import encode, encode_cached
 
 #: how the rows of each split are joined before tokenisation
 JOINERS = {("wikitext2", "calibration"): " ", ("wikitext2", "evaluation"): "\n\n",
-           ("ptb", "calibration"): " ", ("ptb", "evaluation"): " ", ("c4", "evaluation"): " "}
+           ("ptb", "calibration"): " ", ("ptb", "evaluation"): " ", ("c4", "evaluation"): " ",
+           **{(name, role): "\n\n" for name in DEMO_DATASETS for role in ("calibration", "evaluation")}}
 C4_EVAL_DOCS = 1100
 C4_EVAL_WINDOWS = 256
 
@@ -33,7 +35,8 @@ class DatasetSplits:
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
-def calibration_segments(source: TextSource, dataset: str, tokenizer, nsamples: int, seqlen: int, seed: int) -> torch.Tensor:
+def calibration_segments(source: TextSource, dataset: str, tokenizer, nsamples: int, seqlen: int, seed: int,
+                         token_cache=None) -> torch.Tensor:
     """``nsamples`` windows of ``seqlen`` tokens drawn from the training text, draw for draw as SparseGPT."""
     random.seed(seed)
     segments = []
@@ -48,7 +51,8 @@ def calibration_segments(source: TextSource, dataset: str, tokenizer, nsamples: 
             j = random.randint(0, ids.numel() - seqlen - 1)
             segments.append(ids[j : j + seqlen])
     else:
-        ids = encode(tokenizer, JOINERS[(dataset, "calibration")].join(source.rows))
+        ids = encode_cached(tokenizer, JOINERS[(dataset, "calibration")].join(source.rows), f"{dataset}-calibration",
+                            token_cache)
         if ids.numel() <= seqlen:
             raise ValueError(
                 f"{dataset} calibration text has {ids.numel()} tokens, too short for data.seqlen={seqlen}"
@@ -59,10 +63,10 @@ def calibration_segments(source: TextSource, dataset: str, tokenizer, nsamples: 
     return torch.stack(segments)
 
 
-def evaluation_tokens(source: TextSource, dataset: str, tokenizer, seqlen: int) -> torch.Tensor:
+def evaluation_tokens(source: TextSource, dataset: str, tokenizer, seqlen: int, token_cache=None) -> torch.Tensor:
     """The tokenised evaluation text (C4: the first 1,100 documents, cut to 256 · seqlen tokens)."""
     rows = source.rows[:C4_EVAL_DOCS] if dataset == "c4" else source.rows
-    ids = encode(tokenizer, JOINERS[(dataset, "evaluation")].join(rows))
+    ids = encode_cached(tokenizer, JOINERS[(dataset, "evaluation")].join(rows), f"{dataset}-evaluation", token_cache)
     if dataset == "c4":
         ids = ids[: C4_EVAL_WINDOWS * seqlen]
     return ids
@@ -80,15 +84,15 @@ def evaluation_windows(ids: torch.Tensor, seqlen: int, max_windows: int | None =
 
 def load_dataset_splits(dataset: str, tokenizer, *, root, nsamples: int, seqlen: int, seed: int,
                         max_windows: int | None, hub: dict | None = None, use_hub: bool = True,
-                        with_calibration: bool = True) -> DatasetSplits:
+                        with_calibration: bool = True, demo_root=None, token_cache=None) -> DatasetSplits:
     """Load, tokenise and cut one dataset for a run."""
     hub_overrides = (hub or {}).get(dataset)
-    evaluation = load_text(dataset, "evaluation", root, hub_overrides, use_hub)
-    windows = evaluation_windows(evaluation_tokens(evaluation, dataset, tokenizer, seqlen), seqlen, max_windows)
+    evaluation = load_text(dataset, "evaluation", root, hub_overrides, use_hub, demo_root)
+    windows = evaluation_windows(evaluation_tokens(evaluation, dataset, tokenizer, seqlen, token_cache), seqlen, max_windows)
     provenance = {"evaluation": evaluation.provenance, "evaluation_windows": int(windows.shape[0])}
     calibration = torch.empty(0, seqlen, dtype=torch.long)
     if with_calibration:
-        source = load_text(dataset, "calibration", root, hub_overrides, use_hub)
-        calibration = calibration_segments(source, dataset, tokenizer, nsamples, seqlen, seed)
+        source = load_text(dataset, "calibration", root, hub_overrides, use_hub, demo_root)
+        calibration = calibration_segments(source, dataset, tokenizer, nsamples, seqlen, seed, token_cache)
         provenance["calibration"] = source.provenance
     return DatasetSplits(dataset, calibration, windows, provenance)

