@@ -10,7 +10,7 @@ from conftest import compose
 
 pytestmark = pytest.mark.slow
 
-SMALL = ["data.nsamples=2", "data.seqlen=64", "eval.max_windows=2", "run.progress=false"]
+SMALL = ["data.nsamples=2", "data.seqlen=64", "eval.max_windows=2", "run.progress=false", "logger=none"]
 
 
 def test_smollm2_copal_all_perms(tmp_path, data_root):

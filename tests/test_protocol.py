@@ -11,7 +11,8 @@ from copal_exp.runner import Experiment, make_plan
 
 from conftest import compose
 
-SMALL = ["model=tiny_llama", "data.nsamples=2", "data.seqlen=64", "eval.max_windows=2", "run.progress=false"]
+SMALL = ["model=tiny_llama", "data.nsamples=2", "data.seqlen=64", "eval.max_windows=2", "run.progress=false",
+         "logger=none"]
 
 
 def run(tmp_path, data_root, *overrides):

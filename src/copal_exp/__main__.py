@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from copal_exp.config import check_model, validate
 from copal_exp.results import library_versions, write_results
+from copal_exp.tracking import make_logger
 
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")
 MULTIRUN_FLAGS = ("-m", "--multirun")
@@ -38,19 +39,26 @@ def run_job(cfg: DictConfig, out_dir: str | Path) -> dict:
 
     settings = validate(cfg)  # fails before any model is loaded
     extra = {"versions": library_versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    model, tokenizer = load_model(settings.model)
-    check_model(settings, model)  # shapes and context, before any calibration
+    tracker = make_logger(settings.resolved.get("logger"), settings.resolved, out_dir)
 
     def save(results):
-        write_results({**results, **extra}, out_dir)
+        write_results({**results, **extra}, out_dir)  # local files first
+        tracker.update(results)
 
-    experiment = Experiment(settings, model, tokenizer, on_progress=save)
+    experiment = None
     try:
+        model, tokenizer = load_model(settings.model)
+        check_model(settings, model)  # shapes and context, before any calibration
+        experiment = Experiment(settings, model, tokenizer, on_progress=save)
         results = experiment.run()
     except BaseException as exc:  # keep everything computed so far, marked as failed
-        save({**experiment.results, "status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        partial = {**(experiment.results if experiment else {}), "status": "failed",
+                   "error": f"{type(exc).__name__}: {exc}"}
+        write_results({**partial, **extra}, out_dir)
+        tracker.finish(partial, failed=True)
         raise
-    save(results)
+    write_results({**results, **extra}, out_dir)
+    tracker.finish(results)
     log.info("results written to %s", Path(out_dir) / "results.json")
     return results
 

@@ -100,6 +100,8 @@ def validate(cfg: DictConfig | dict) -> Settings:
              f"eval.max_windows={ev.get('max_windows')}: must be null or at least 1")
     _require(int(ev.get("batch_size", 1)) >= 1, f"eval.batch_size={ev.get('batch_size')}: must be at least 1")
     c["datasets"] = datasets
+    logger = c.get("logger") or {"name": "none"}
+    _require(logger.get("name") in ("wandb", "none"), f"logger={logger.get('name')!r}: allowed values are 'wandb', 'none'")
     return Settings(datasets, orders, name, init, method, pattern, model, data, ev, c["run"], c)
 
 

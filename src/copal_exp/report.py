@@ -78,6 +78,27 @@ def to_latex(frame: pd.DataFrame) -> str:
                       r"\bottomrule", r"\end{tabular}"])
 
 
+def matrix_figure(matrix, datasets, order, title: str = "", ax=None):
+    """One perplexity matrix as an annotated heatmap (rows: steps, columns: datasets)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(3.2, 2.8))
+    ax.imshow(matrix, cmap="viridis")
+    for t, row in enumerate(matrix):
+        for d, v in enumerate(row):
+            ax.text(d, t, f"{v:.1f}", ha="center", va="center", color="w", fontsize=7)
+    ax.set_xticks(range(len(datasets)), datasets, fontsize=6)
+    ax.set_yticks(range(len(order)), [f"{t + 1}:{d}" for t, d in enumerate(order)], fontsize=6)
+    if title:
+        ax.set_title(title, fontsize=7, loc="left")
+    return fig or ax.figure
+
+
 def heatmaps(runs: list[dict[str, Any]], path: Path) -> Path:
     import matplotlib
 
@@ -88,18 +109,12 @@ def heatmaps(runs: list[dict[str, Any]], path: Path) -> Path:
     fig, axes = plt.subplots(len(runs), n_orders, figsize=(2.6 * n_orders, 2.4 * len(runs)), squeeze=False)
     for i, r in enumerate(runs):
         for j in range(n_orders):
-            ax = axes[i][j]
             if j >= len(r["permutations"]):
-                ax.axis("off")
+                axes[i][j].axis("off")
                 continue
             perm = r["permutations"][j]
-            ax.imshow(perm["ppl_matrix"], cmap="viridis")
-            for (t, d), v in pd.DataFrame(perm["ppl_matrix"]).stack().items():
-                ax.text(d, t, f"{v:.1f}", ha="center", va="center", color="w", fontsize=7)
-            ax.set_xticks(range(len(r["datasets"])), r["datasets"], fontsize=6)
-            ax.set_yticks(range(len(perm["order"])), [f"{t + 1}:{d}" for t, d in enumerate(perm["order"])], fontsize=6)
-            if j == 0:
-                ax.set_title(f"{run_label(r)} {r['sparsity']['pattern']}", fontsize=7, loc="left")
+            title = f"{run_label(r)} {r['sparsity']['pattern']}" if j == 0 else ""
+            matrix_figure(perm["ppl_matrix"], r["datasets"], perm["order"], title, ax=axes[i][j])
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

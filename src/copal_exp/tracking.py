@@ -1,0 +1,128 @@
+"""Weights & Biases logging (``logger=wandb``). Local result files come first: any W&B failure is
+logged as a warning and the job carries on without W&B.
+
+One W&B run per Hydra job. Runs of one sweep share a ``group`` (the sweep directory's name),
+``job_type`` is the method, tags carry model, sparsity pattern and init. Offline unless an API key
+is configured (``WANDB_API_KEY`` or ``wandb login``), or ``logger.mode`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _has_api_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+class NullLogger:
+    """``logger=none``: nothing leaves the job directory."""
+
+    def update(self, results: dict[str, Any]) -> None:
+        pass
+
+    def finish(self, results: dict[str, Any], failed: bool = False) -> None:
+        pass
+
+
+class WandbLogger(NullLogger):
+    def __init__(self, cfg: dict[str, Any], config: dict[str, Any], out_dir: Path):
+        self.run = None
+        self.logged: set[int] = set()
+        try:
+            import wandb
+
+            mode = cfg.get("mode") or os.environ.get("WANDB_MODE") or ("online" if _has_api_key() else "offline")
+            method = config["method"]
+            init = method.get("init", "global")
+            sparsity = config["sparsity"]
+            pattern = f"{sparsity['n']}:{sparsity['m']}" if sparsity["pattern"] == "nm" else f"unstructured-{sparsity['ratio']}"
+            group = cfg.get("group") or (out_dir.parent.name if out_dir.name.isdigit() else out_dir.name)
+            self.run = wandb.init(
+                project=cfg.get("project", "copal_exp"), entity=cfg.get("entity"), mode=mode, dir=str(out_dir),
+                config=config, group=group, job_type=method["name"],
+                tags=[f"model:{config['model']['name']}", f"sparsity:{pattern}", f"init:{init}",
+                      *cfg.get("tags", [])],
+                name=cfg.get("run_name"), reinit="finish_previous",
+                settings=wandb.Settings(init_timeout=float(cfg.get("init_timeout", 60)), silent=True),
+            )
+            self.wandb = wandb
+            log.info("W&B run %s (%s mode) in group %s", self.run.id, mode, group)
+        except Exception as exc:  # noqa: BLE001 - W&B must never fail the job
+            log.warning("W&B disabled for this job (%s: %s); local results are unaffected", type(exc).__name__, exc)
+            self.run = None
+
+    def _guard(self, what: str, fn) -> None:
+        if self.run is None:
+            return
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("W&B %s failed (%s: %s); disabling W&B, local results are unaffected",
+                        what, type(exc).__name__, exc)
+            self.run = None
+
+    def update(self, results: dict[str, Any]) -> None:
+        """Log every permutation that has completed since the last call, one W&B step per protocol step."""
+        self._guard("logging", lambda: self._log_new_permutations(results))
+
+    def _log_new_permutations(self, results):
+        datasets = results["datasets"]
+        for k, perm in enumerate(results.get("permutations", [])):
+            if k in self.logged:
+                continue
+            for t, row in enumerate(perm["ppl_matrix"]):
+                self.run.log({"permutation": k, "order": ">".join(perm["order"]), "step": t + 1,
+                              "step_dataset": perm["order"][t],
+                              **{f"ppl/{d}": v for d, v in zip(datasets, row)},
+                              "mask_change": perm["mask_change"][t], "sparsity": perm["sparsity"][t]})
+            self.logged.add(k)
+
+    def finish(self, results: dict[str, Any], failed: bool = False) -> None:
+        if self.run is None:
+            return
+        self.update(results)
+        self._guard("summary", lambda: self._final(results))
+        self._guard("finish", lambda: self.run.finish(exit_code=1 if failed else 0))
+
+    def _final(self, results):
+        from copal_exp.report import matrix_figure
+
+        wandb = self.wandb
+        datasets = results["datasets"]
+        rows = [[">".join(p["order"]), t + 1, p["order"][t], *row]
+                for p in results.get("permutations", []) for t, row in enumerate(p["ppl_matrix"])]
+        payload: dict[str, Any] = {
+            "ppl_matrices": wandb.Table(columns=["order", "step", "step_dataset", *datasets], data=rows)}
+        for k, perm in enumerate(results.get("permutations", [])):
+            fig = matrix_figure(perm["ppl_matrix"], datasets, perm["order"], title=">".join(perm["order"]))
+            payload[f"heatmap/{k}"] = wandb.Image(fig)
+            fig.clf()
+        per = results.get("per_dataset", {})
+        payload["per_dataset"] = wandb.Table(
+            columns=["dataset", "bwt_mean", "bwt_std", "ppl_mean", "ppl_std"],
+            data=[[d, v["bwt_mean"], v["bwt_std"], v["ppl_mean"], v["ppl_std"]] for d, v in per.items()])
+        self.run.log(payload)
+        for key, value in (results.get("summary") or {}).items():
+            self.run.summary[key] = value
+        self.run.summary["weight_stasis"] = results.get("weight_stasis")
+        self.run.summary["dense_ppl"] = results.get("dense_ppl")
+        self.run.summary["sparsity_overall"] = (results.get("sparsity") or {}).get("overall")
+        self.run.summary["status"] = results.get("status")
+
+
+def make_logger(cfg: dict[str, Any] | None, config: dict[str, Any], out_dir: str | Path) -> NullLogger:
+    name = (cfg or {}).get("name", "none")
+    if name == "none":
+        return NullLogger()
+    if name == "wandb":
+        return WandbLogger(cfg, config, Path(out_dir))
+    raise ValueError(f"logger={name!r}: allowed values are 'wandb', 'none'")

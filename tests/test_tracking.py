@@ -1,0 +1,67 @@
+"""W&B logging in offline mode, read back from the run file; W&B failures never lose local results."""
+
+import json
+
+import pytest
+
+from copal_exp.__main__ import run_job
+
+from conftest import compose
+from wandb_records import read_run
+
+SMALL = ["model=tiny_llama", "data.nsamples=2", "data.seqlen=32", "eval.max_windows=1", "run.progress=false",
+         "logger=wandb", "logger.group=test-sweep"]
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path):
+    for var in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+
+
+def test_offline_run_holds_steps_tables_and_summary(tmp_path, data_root, offline):
+    results = run_job(compose([*SMALL, f"data.root={data_root}", "method=copal", "sparsity=2:4"]), tmp_path)
+    (run_file,) = list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    run = read_run(run_file)
+    assert run["run"]["group"] == "test-sweep" and run["run"]["job_type"] == "copal"
+    assert "model:tiny_llama" in run["run"]["tags"] and "sparsity:2:4" in run["run"]["tags"]
+    steps = [row for row in run["history"] if "ppl/wikitext2" in row]
+    assert len(steps) == 6 * 3
+    first = results["permutations"][0]
+    assert [s["ppl/ptb"] for s in steps[:3]] == pytest.approx([row[1] for row in first["ppl_matrix"]])
+    assert [s["mask_change"] for s in steps[:3]][1:] == pytest.approx(first["mask_change"][1:])
+    for key in ("a_bwt", "m_bwt", "a_ppl", "m_ppl"):
+        assert run["summary"][key] == pytest.approx(results["summary"][key])
+    tables = [row for row in run["history"] if "ppl_matrices/_type" in row]
+    assert tables and tables[0]["ppl_matrices/nrows"] == 18
+    assert any("heatmap/0/_type" in row for row in run["history"])
+    media = list(tmp_path.glob("wandb/offline-run-*/files/media/table/ppl_matrices_*.table.json"))
+    assert json.loads(media[0].read_text())["columns"] == ["order", "step", "step_dataset", "wikitext2", "ptb", "c4"]
+
+
+def test_wandb_init_failure_keeps_local_results(tmp_path, data_root, offline, monkeypatch, caplog):
+    import wandb
+
+    def broken_init(*args, **kwargs):
+        raise wandb.errors.CommError("no network")
+
+    monkeypatch.setattr(wandb, "init", broken_init)
+    results = run_job(compose([*SMALL, f"data.root={data_root}", "method=wanda"]), tmp_path)
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["status"] == "complete" and len(on_disk["permutations"]) == 6
+    assert on_disk["summary"] == results["summary"]
+    assert "W&B disabled for this job" in caplog.text
+
+
+def test_wandb_failure_mid_run_keeps_local_results(tmp_path, data_root, offline, monkeypatch, caplog):
+    import wandb.sdk.wandb_run as wandb_run
+
+    def broken_log(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(wandb_run.Run, "log", broken_log)
+    run_job(compose([*SMALL, f"data.root={data_root}", "method=magnitude"]), tmp_path)
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["status"] == "complete" and len(on_disk["permutations"]) == 6
+    assert "W&B logging failed" in caplog.text
