@@ -9,6 +9,10 @@ STAMP  := $(VENV)/.installed
 export COPAL_DATA_DIR ?= $(abspath ../shared/data)
 MODEL  ?= smollm2_135m
 ARGS   ?=
+# CPU-scale defaults for the paper targets; on a GPU box run e.g. `make table2 MODEL=llama_7b SCALE=`.
+SCALE  ?= data.nsamples=8 eval.max_windows=8 run.progress=false
+PAPER  := $(PY) -m copal_exp -m model=$(MODEL) $(SCALE)
+OUT    := multirun/paper_$(MODEL)
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,7 +44,33 @@ run: setup ## One job: make run ARGS='method=wanda sparsity=2:4'
 report: setup ## Tables and figures of a finished sweep: make report SWEEP=multirun/<date>/<time>
 	$(PY) -m copal_exp.report $(SWEEP)
 
+table1: setup ## Paper Table 1 (weight stasis): magnitude/sparsegpt/wanda x init global/sequential, and copal
+	$(PAPER) method=magnitude,wanda,sparsegpt method.init=global,sequential hydra.sweep.dir=$(OUT)/table1/baselines $(ARGS)
+	$(PAPER) method=copal hydra.sweep.dir=$(OUT)/table1/copal $(ARGS)
+	$(PY) -m copal_exp.report $(OUT)/table1 --kind table1
+
+table2: setup ## Paper Table 2: a-/m-bwt, a-/m-ppl for dense, magnitude, sparsegpt, wanda, copal x unstructured, 2:4, 4:8
+	$(PAPER) method=dense hydra.sweep.dir=$(OUT)/table2/dense $(ARGS)
+	$(PAPER) method=magnitude,sparsegpt,wanda,copal sparsity=unstructured,2:4,4:8 hydra.sweep.dir=$(OUT)/table2/pruned $(ARGS)
+	$(PY) -m copal_exp.report $(OUT)/table2 --kind table2
+
+table3: setup ## Paper Table 3: per-dataset BWT and PPL (mean ± std) at 50 % unstructured
+	$(PAPER) method=sparsegpt,wanda,copal hydra.sweep.dir=$(OUT)/table3 $(ARGS)
+	$(PY) -m copal_exp.report $(OUT)/table3 --kind table3
+
+appendix_e: setup ## Paper Appendix E: overall BWT and PPL (mean ± std) at 50 % unstructured
+	$(PAPER) method=sparsegpt,wanda,copal hydra.sweep.dir=$(OUT)/appendix_e $(ARGS)
+	$(PY) -m copal_exp.report $(OUT)/appendix_e --kind appendix_e
+
+fig1: setup ## Paper Figure 1: mean and max BWT against the sparsity ratio
+	$(PAPER) method=sparsegpt,wanda,copal sparsity.ratio=0.3,0.5,0.7 hydra.sweep.dir=$(OUT)/fig1 $(ARGS)
+	$(PY) -m copal_exp.report $(OUT)/fig1 --kind fig1
+
+fig3: setup ## Paper Figure 3: mean and max BWT against the number of calibration segments
+	$(PAPER) method=sparsegpt,wanda,copal data.nsamples=2,4,8,16 hydra.sweep.dir=$(OUT)/fig3 $(ARGS)
+	$(PY) -m copal_exp.report $(OUT)/fig3 --kind fig3
+
 clean: ## Remove outputs/, multirun/ and caches of this checkout (keeps .venv and the model cache)
 	rm -rf outputs multirun sweeps .pytest_cache
 
-.PHONY: help setup test test-fast demo run report clean
+.PHONY: help setup test test-fast demo run report table1 table2 table3 appendix_e fig1 fig3 clean

@@ -28,6 +28,13 @@ def run_label(results: dict[str, Any]) -> str:
     return name
 
 
+def pattern_label(results: dict[str, Any]) -> str:
+    if results["config"]["method"]["name"] == "dense":
+        return "-"
+    sp = results["config"]["sparsity"]
+    return f"{sp['n']}:{sp['m']}" if sp["pattern"] == "nm" else f"unstructured {sp['ratio']:.0%}"
+
+
 def collect(sweep: Path) -> list[dict[str, Any]]:
     runs = []
     for path in sorted(sweep.rglob(RESULTS_FILE)):
@@ -47,7 +54,7 @@ def comparison_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
         dense_seen = dense_seen or dense
         ws = r.get("weight_stasis") and not dense
         a_bwt, m_bwt = ("WS", "WS") if ws else (None, None) if dense else (s["a_bwt"], s["m_bwt"])
-        rows.append({"method": run_label(r), "pattern": "-" if dense else r["sparsity"]["pattern"],
+        rows.append({"method": run_label(r), "pattern": pattern_label(r),
                      "a_bwt": a_bwt, "m_bwt": m_bwt,
                      "a_ppl": s["a_ppl"], "m_ppl": s["m_ppl"], "orders": len(r["permutations"])})
     if runs and not dense_seen:  # every job measured the dense model too
@@ -55,6 +62,95 @@ def comparison_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
         rows.insert(0, {"method": "dense", "pattern": "-", "a_bwt": None, "m_bwt": None,
                         "a_ppl": sum(dense.values()) / len(dense), "m_ppl": max(dense.values()), "orders": 0})
     return pd.DataFrame(rows)
+
+
+def _pm(mean, std) -> str:
+    return "–" if mean is None else f"{mean:.3f} ± {std:.3f}"
+
+
+def table1(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """Paper Table 1: BWT per method and init, ``WS`` where the masks never moved after step 1."""
+    frame = comparison_table(runs)
+    return frame[frame["method"] != "dense"][["method", "pattern", "a_bwt", "m_bwt"]].reset_index(drop=True)
+
+
+def table2(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """Paper Table 2: a-/m-bwt, a-/m-ppl per method, one column block per sparsity pattern, paper beside."""
+    from copal_exp.paper import TABLE2_LLAMA7B
+
+    frame = comparison_table(runs)
+    rows = []
+    for r in frame.itertuples(index=False):
+        base = r.method.split(" (")[0]
+        paper_pattern = "unstructured 50%" if r.pattern == "-" else r.pattern
+        ref = TABLE2_LLAMA7B.get(paper_pattern, {}).get(base) if r.method in (base, f"{base} (global)") or base == "copal" else None
+        rows.append({"method": r.method, "pattern": r.pattern, "a_bwt": r.a_bwt, "m_bwt": r.m_bwt, "a_ppl": r.a_ppl,
+                     "m_ppl": r.m_ppl, "paper_a_bwt": ref[0] if ref else None, "paper_m_bwt": ref[1] if ref else None,
+                     "paper_a_ppl": ref[2] if ref else None, "paper_m_ppl": ref[3] if ref else None})
+    return pd.DataFrame(rows)
+
+
+def table3(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """Paper Table 3: per dataset, BWT (orders where it is not last) and final PPL, mean ± std."""
+    rows = []
+    for r in runs:
+        if r["config"]["method"]["name"] == "dense":
+            continue
+        row = {"method": run_label(r), "pattern": pattern_label(r)}
+        for d, v in r["per_dataset"].items():
+            row[f"{d} BWT"] = _pm(v["bwt_mean"], v["bwt_std"])
+            row[f"{d} PPL"] = _pm(v["ppl_mean"], v["ppl_std"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def appendix_e(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """Paper Appendix E: overall BWT (over orders) and final PPL (over orders × datasets), mean ± std."""
+    import numpy as np
+
+    rows = []
+    for r in runs:
+        bwts = [p["bwt"] for p in r["permutations"] if p["bwt"] is not None]
+        finals = [v for p in r["permutations"] for v in p["ppl_matrix"][-1]]
+        rows.append({"method": run_label(r), "pattern": pattern_label(r),
+                     "BWT": _pm(float(np.mean(bwts)), float(np.std(bwts))) if bwts else "–",
+                     "PPL": _pm(float(np.mean(finals)), float(np.std(finals)))})
+    return pd.DataFrame(rows)
+
+
+def bwt_curve(runs: list[dict[str, Any]], x_key: str, x_label: str, path: Path) -> tuple[pd.DataFrame, Path]:
+    """Mean and max BWT per method against a swept setting (paper Figures 1 and 3)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for r in runs:
+        if r["config"]["method"]["name"] == "dense":
+            continue
+        x = r["config"]["sparsity"].get("ratio") if x_key == "ratio" else r["config"]["data"]["nsamples"]
+        rows.append({"method": run_label(r), x_key: x, "a_bwt": r["summary"]["a_bwt"], "m_bwt": r["summary"]["m_bwt"]})
+    frame = pd.DataFrame(rows).sort_values(["method", x_key]).reset_index(drop=True)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for method, part in frame.groupby("method"):
+        axes[0].plot(part[x_key], part["a_bwt"], marker="o", label=method)
+        axes[1].plot(part[x_key], part["m_bwt"], marker="o", label=method)
+    for ax, title in zip(axes, ("mean BWT (a-bwt)", "max BWT (m-bwt)")):
+        ax.set_xlabel(x_label)
+        ax.set_ylabel("perplexity points")
+        ax.set_title(title)
+        ax.axhline(0, color="grey", lw=0.5)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return frame, path
+
+
+TABLES = {"comparison": comparison_table, "table1": table1, "table2": table2, "table3": table3,
+          "appendix_e": appendix_e}
+FIGURES = {"fig1": ("ratio", "sparsity ratio"), "fig3": ("nsamples", "calibration segments")}
 
 
 def _fmt(v: Any) -> str:
@@ -113,7 +209,7 @@ def heatmaps(runs: list[dict[str, Any]], path: Path) -> Path:
                 axes[i][j].axis("off")
                 continue
             perm = r["permutations"][j]
-            title = f"{run_label(r)} {r['sparsity']['pattern']}" if j == 0 else ""
+            title = f"{run_label(r)} {pattern_label(r)}" if j == 0 else ""
             matrix_figure(perm["ppl_matrix"], r["datasets"], perm["order"], title, ax=axes[i][j])
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -121,21 +217,35 @@ def heatmaps(runs: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
+def write_table(frame: pd.DataFrame, sweep: Path, name: str) -> str:
+    md = to_markdown(frame)
+    (sweep / f"{name}.md").write_text(md + "\n")
+    (sweep / f"{name}.tex").write_text(to_latex(frame) + "\n")
+    frame.to_csv(sweep / f"{name}.csv", index=False)
+    return md
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m copal_exp.report", description=__doc__.splitlines()[0])
     parser.add_argument("sweep", type=Path, help="a directory holding results.json files (searched recursively)")
+    parser.add_argument("--kind", default="comparison", choices=[*TABLES, *FIGURES],
+                        help="which table or figure of the paper to build (default: the comparison table + heatmap)")
     parser.add_argument("--no-figures", action="store_true", help="skip the heatmap PNG")
     args = parser.parse_args(argv)
     runs = collect(args.sweep)
     if not runs:
         raise SystemExit(f"no complete {RESULTS_FILE} under {args.sweep}")
-    frame = comparison_table(runs)
-    md = to_markdown(frame)
-    (args.sweep / "report.md").write_text(md + "\n")
-    (args.sweep / "report.tex").write_text(to_latex(frame) + "\n")
-    frame.to_csv(args.sweep / "report.csv", index=False)
-    print(md)
-    if not args.no_figures:
+    if args.kind in FIGURES:
+        x_key, x_label = FIGURES[args.kind]
+        frame, png = bwt_curve(runs, x_key, x_label, args.sweep / f"{args.kind}.png")
+        print(write_table(frame, args.sweep, args.kind))
+        print(f"figure: {png}")
+        return
+    name = "report" if args.kind == "comparison" else args.kind
+    print(write_table(TABLES[args.kind](runs), args.sweep, name))
+    if args.kind == "table2":
+        print("paper_*: LLaMA-7B, COPAL paper Table 2 (global-init baselines)")
+    if args.kind == "comparison" and not args.no_figures:
         print(f"heatmap: {heatmaps(runs, args.sweep / 'ppl_matrices.png')}")
 
 

@@ -1,0 +1,65 @@
+"""The report command and the analysis notebook on a small real sweep made here (tiny_llama, real data)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, data_root):
+    out = tmp_path_factory.mktemp("sweep")
+    env = {**os.environ, "COPAL_DATA_DIR": str(data_root)}
+    common = ["model=tiny_llama", "data.seqlen=32", "eval.max_windows=1", "run.progress=false", "logger=none"]
+    for sub, args in (("a", ["method=wanda,copal", "sparsity.ratio=0.5,0.7", "data.nsamples=2"]),
+                      ("b", ["method=wanda", "data.nsamples=1,3"])):
+        proc = subprocess.run([sys.executable, "-m", "copal_exp", "-m", *args, *common, f"hydra.sweep.dir={out / sub}"],
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    return out
+
+
+def report(*args):
+    proc = subprocess.run([sys.executable, "-m", "copal_exp.report", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_report_numbers_come_from_the_result_files(sweep):
+    out = report(sweep / "a")
+    results = [json.loads(p.read_text()) for p in sorted((sweep / "a").glob("*/results.json"))]
+    for r in results:
+        assert f"{r['summary']['a_ppl']:.3f}" in out and f"{r['summary']['m_bwt']:.3f}" in out
+    assert (sweep / "a" / "report.csv").is_file() and (sweep / "a" / "report.tex").is_file()
+    assert (sweep / "a" / "ppl_matrices.png").stat().st_size > 5000
+
+
+def test_paper_tables_and_figures(sweep):
+    out = report(sweep / "a", "--kind", "table2")
+    assert "paper_a_bwt" in out and "0.569" in out  # paper: Wanda, LLaMA-7B, 50 %
+    assert "±" in report(sweep / "a", "--kind", "table3")
+    assert "±" in report(sweep / "a", "--kind", "appendix_e")
+    assert "WS" not in report(sweep / "a", "--kind", "table1").split("copal")[1]
+    report(sweep / "a", "--kind", "fig1")
+    assert (sweep / "a" / "fig1.png").stat().st_size > 5000
+    report(sweep / "b", "--kind", "fig3")
+    assert (sweep / "b" / "fig3.png").stat().st_size > 5000
+
+
+def test_analysis_notebook_executes(sweep, monkeypatch):
+    import nbformat
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("COPAL_SWEEP", str(sweep / "a"))
+    nb = nbformat.read(REPO / "notebooks" / "analysis.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
+    assert (sweep / "a" / "notebook_bwt.png").is_file() and (sweep / "a" / "notebook_fig1.png").is_file()
+    outputs = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "4 finished jobs" in outputs
