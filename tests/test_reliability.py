@@ -1,0 +1,176 @@
+"""Validation before loading, resume after SIGKILL, determinism, faults, continual state across processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from copal_exp.__main__ import run_job
+from copal_exp.config import ConfigError, validate
+from copal_exp.engine import NonFiniteError, prune_model
+from copal_exp.masks import Pattern
+from copal_exp.methods import build_method
+from copal_exp.models import build_tiny_llama
+
+from conftest import compose
+
+TINY = ["model=tiny_llama", "data.nsamples=2", "data.seqlen=32", "eval.max_windows=1", "run.progress=false",
+        "logger=none"]
+
+
+# ------------------------------------------------------------------ validation, one test per case
+def fails(tmp_path, data_root, overrides, exc=ConfigError):
+    start = time.time()
+    with pytest.raises(exc) as err:
+        run_job(compose([*TINY, f"data.root={data_root}", *overrides]), tmp_path)
+    assert time.time() - start < 30
+    return str(err.value)
+
+
+def test_unknown_method_model_order_are_rejected_by_composition():
+    from hydra.errors import MissingConfigException
+
+    for group, value in (("method", "obs"), ("model", "llama_3b"), ("order", "random"), ("sparsity", "1:4")):
+        with pytest.raises(MissingConfigException, match=f"Could not find '{group}/{value}'"):
+            compose([f"{group}={value}"])
+
+
+def test_unknown_key_is_rejected():
+    from hydra.errors import ConfigCompositionException as HydraComposition
+
+    with pytest.raises(HydraComposition, match="Could not override 'data.nsample'"):
+        compose(["data.nsample=4"])
+
+
+def test_unknown_dataset(tmp_path, data_root):
+    assert "unknown ['wiki103']" in fails(tmp_path, data_root, ["datasets=[wiki103]"])
+
+
+def test_ratio_out_of_range(tmp_path, data_root):
+    assert "sparsity.ratio=0" in fails(tmp_path, data_root, ["sparsity.ratio=0"])
+
+
+def test_n_not_below_m(tmp_path, data_root):
+    msg = fails(tmp_path, data_root, ["sparsity=2:4", "sparsity.n=4"])
+    assert "sparsity.n=4" in msg and "1 <= N < M" in msg
+
+
+def test_pattern_must_divide_input_size(tmp_path, data_root):
+    msg = fails(tmp_path, data_root, ["sparsity=2:4", "sparsity.m=5"])  # tiny_llama in_features 64, 128
+    assert "not divisible by M=5" in msg and "model.layers.0" in msg
+
+
+def test_nsamples_at_least_one(tmp_path, data_root):
+    assert "data.nsamples=0" in fails(tmp_path, data_root, ["data.nsamples=0"])
+
+
+def test_seqlen_above_context(tmp_path, data_root):
+    assert "data.seqlen=1024: above the model's context of 512" in fails(tmp_path, data_root, ["data.seqlen=1024"])
+
+
+def test_dataset_too_short(tmp_path, data_root):
+    msg = fails(tmp_path, data_root, ["datasets=[ptb]", "data.nsamples=2000", "data.seqlen=500"], ValueError)
+    assert "data.nsamples=2000" in msg and "data.seqlen=500" in msg
+
+
+# ------------------------------------------------------------------ resume after SIGKILL
+def cli(args, cwd, data_root, **kw):
+    env = {**os.environ, "COPAL_DATA_DIR": str(data_root), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "copal_exp", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+SLOW_TINY = ["model=tiny_llama", "model.hidden_size=256", "model.intermediate_size=512", "model.num_layers=4",
+             "data.nsamples=4", "data.seqlen=128", "eval.max_windows=4", "run.progress=false", "logger=none",
+             "method=sparsegpt", "method.init=sequential"]
+
+
+def test_sigkill_mid_step_then_resume_gives_identical_results(tmp_path, data_root):
+    reference = cli([*SLOW_TINY, f"hydra.run.dir={tmp_path / 'reference'}"], tmp_path, data_root)
+    assert reference.wait(timeout=600) == 0, reference.stdout.read()[-2000:]
+    job = tmp_path / "killed"
+    proc = cli([*SLOW_TINY, f"hydra.run.dir={job}"], tmp_path, data_root)
+    deadline = time.time() + 600
+    while len([p for p in (job / "states").glob("*.pt") if not p.name.endswith("carry.pt") and p.name != "dense.pt"]) < 4:
+        assert proc.poll() is None and time.time() < deadline, "job ended before it could be killed"
+        time.sleep(0.02)
+    time.sleep(0.3)  # into the middle of the next step
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    assert json.loads((job / "results.json").read_text())["status"] == "running"
+    resumed = cli([*SLOW_TINY, f"hydra.run.dir={job}"], tmp_path, data_root)
+    output = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, output[-2000:]
+    assert "resuming:" in output
+    a = json.loads((tmp_path / "reference" / "results.json").read_text())
+    b = json.loads((job / "results.json").read_text())
+    assert b["status"] == "complete"
+    for key in ("dense_ppl", "summary", "per_dataset"):
+        assert a[key] == b[key]
+    assert [p["ppl_matrix"] for p in a["permutations"]] == [p["ppl_matrix"] for p in b["permutations"]]
+    assert [p["mask_change"] for p in a["permutations"]] == [p["mask_change"] for p in b["permutations"]]
+
+
+def test_resume_refuses_a_different_configuration(tmp_path, data_root):
+    run_job(compose([*TINY, f"data.root={data_root}", "method=wanda", "order=given"]), tmp_path)
+    with pytest.raises(ValueError, match="holds the states of a different configuration"):
+        run_job(compose([*TINY, f"data.root={data_root}", "method=wanda", "order=given", "data.seed=1"]), tmp_path)
+
+
+# ------------------------------------------------------------------ determinism and faults
+def test_same_config_and_seed_give_identical_results(tmp_path, data_root):
+    args = [*TINY, f"data.root={data_root}", "method=copal", "method.granularity=token"]
+    a = run_job(compose(args), tmp_path / "a")
+    b = run_job(compose(args), tmp_path / "b")
+    assert [p["ppl_matrix"] for p in a["permutations"]] == [p["ppl_matrix"] for p in b["permutations"]]
+    masks_a = sorted((tmp_path / "a" / "states").glob("*.pt"))
+    for path in masks_a:
+        if path.name.endswith("carry.pt") or path.name == "dense.pt":
+            continue
+        ra, rb = torch.load(path, weights_only=False), torch.load(tmp_path / "b" / "states" / path.name, weights_only=False)
+        assert all((ra["masks"][n] == rb["masks"][n]).all() for n in ra["masks"])
+    assert a["seed"] == 0 and "torch" in json.loads((tmp_path / "a" / "results.json").read_text())["versions"]
+
+
+def test_non_finite_activations_name_layer_and_step():
+    model, _ = build_tiny_llama({"num_layers": 3})
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match="order 2/6 step 1/3.*decoder layer 1"):
+        prune_model(model, torch.randint(0, 256, (2, 16)), build_method("wanda", Pattern.parse("unstructured", 0.5)),
+                    progress=False, desc="order 2/6 step 1/3 [ptb] prune")
+
+
+# ------------------------------------------------------------------ continual state across processes
+def test_copal_state_export_and_continue_equals_one_run(tmp_path, data_root):
+    base = [*TINY, f"data.root={data_root}", "method=copal", "order=given"]
+    whole = run_job(compose([*base, "datasets=[wikitext2,ptb,c4]", f"state.export={tmp_path / 'whole'}"]),
+                    tmp_path / "job-whole")
+    first = run_job(compose([*base, "datasets=[wikitext2]", f"state.export={tmp_path / 's1'}"]), tmp_path / "job1")
+    second = run_job(compose([*base, "datasets=[ptb,c4]", f"state.load={tmp_path / 's1'}",
+                              f"state.export={tmp_path / 's2'}"]), tmp_path / "job2")
+    assert first["continual"]["datasets_seen"] == ["wikitext2"]
+    assert second["continual"]["datasets_seen"] == ["wikitext2", "ptb", "c4"]
+    # the last two steps of the uninterrupted run, on ptb and c4, are exactly what the second process gives
+    assert [row[1:] for row in whole["permutations"][0]["ppl_matrix"][1:]] == second["permutations"][0]["ppl_matrix"]
+    from safetensors.torch import load_file
+
+    g_whole, g_split = load_file(str(tmp_path / "whole" / "sensitivity.safetensors")), load_file(
+        str(tmp_path / "s2" / "sensitivity.safetensors"))
+    assert g_whole.keys() == g_split.keys() and all(torch.equal(g_whole[k], g_split[k]) for k in g_whole)
+    assert json.loads((tmp_path / "s2" / "state.json").read_text())["steps_seen"] == 3
+
+
+def test_copal_state_refuses_another_model(tmp_path, data_root):
+    base = [*TINY, f"data.root={data_root}", "method=copal", "order=given", "datasets=[ptb]"]
+    run_job(compose([*base, f"state.export={tmp_path / 's'}"]), tmp_path / "job1")
+    with pytest.raises(ValueError, match="saved for different dense weights"):
+        run_job(compose([*base, "model.init_seed=5", f"state.load={tmp_path / 's'}"]), tmp_path / "job2")
+    with pytest.raises(ValueError, match="layer shapes differ"):
+        run_job(compose([*base, "model.intermediate_size=256", f"state.load={tmp_path / 's'}"]), tmp_path / "job3")
+    assert "only method=copal" in fails(tmp_path / "x", data_root, ["method=wanda", f"state.load={tmp_path / 's'}"])
