@@ -35,14 +35,55 @@ def pattern_label(results: dict[str, Any]) -> str:
     return f"{sp['n']}:{sp['m']}" if sp["pattern"] == "nm" else f"unstructured {sp['ratio']:.0%}"
 
 
-def collect(sweep: Path) -> list[dict[str, Any]]:
+def collect(sweep: Path, merge: bool = True) -> list[dict[str, Any]]:
+    """Every complete job under ``sweep``; per-permutation jobs (``order.index``) merged into one run."""
     runs = []
     for path in sorted(sweep.rglob(RESULTS_FILE)):
         results = json.loads(path.read_text())
         if results.get("status") == "complete":
             results["_path"] = str(path.parent)
             runs.append(results)
-    return runs
+    return merge_permutation_jobs(runs) if merge else runs
+
+
+def _signature(results: dict[str, Any]) -> str:
+    cfg = json.loads(json.dumps(results["config"]))
+    cfg["order"]["index"] = None
+    cfg.pop("logger", None)
+    cfg.get("run", {}).pop("progress", None)
+    return json.dumps(cfg, sort_keys=True)
+
+
+def merge_permutation_jobs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Jobs that differ only in ``order.index`` become one run whose metrics are recomputed over all
+    their permutations — the same summary a single ``order=all_perms`` job gives."""
+    from copal_exp.metrics import per_dataset, summary
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault(_signature(r) if r["config"]["order"].get("index") is not None else id(r), []).append(r)
+    merged = []
+    for members in groups.values():
+        if len(members) == 1 and members[0]["config"]["order"].get("index") is None:
+            merged.append(members[0])
+            continue
+        members = sorted(members, key=lambda r: r["config"]["order"]["index"])
+        first = members[0]
+        datasets = first["datasets"]
+        perms = [p for r in members for p in r["permutations"]]
+        matrices = [p["ppl_matrix"] for p in perms]
+        orders = [[datasets.index(d) for d in p["order"]] for p in perms]
+        merged.append({
+            **first,
+            "config": {**first["config"], "order": {**first["config"]["order"], "index": None}},
+            "permutations": perms,
+            "summary": summary(matrices, orders),
+            "per_dataset": per_dataset(matrices, orders, datasets),
+            "weight_stasis": all(p["weight_stasis"] for p in perms),
+            "merged_from": [r["_path"] for r in members],
+            "order_indices": [r["config"]["order"]["index"] for r in members],
+        })
+    return merged
 
 
 def comparison_table(runs: list[dict[str, Any]]) -> pd.DataFrame:

@@ -7,7 +7,10 @@ on D_t, so its key is ``(D_t,)``; for sequential-init baselines and COPAL it is 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -80,6 +83,18 @@ def _restore_step(record: dict[str, Any], carry: dict[str, Any] | None) -> StepR
     return step
 
 
+def dense_cache_path(s: Settings, data: dict[str, DatasetSplits], device: str):
+    """Cache file of the dense perplexities, keyed by the model config, device and the exact evaluation tokens."""
+    from copal_exp.models import cache_root
+
+    digest = hashlib.sha256(json.dumps({"model": s.model, "device": device, "batch": s.eval.get("batch_size", 1)},
+                                       sort_keys=True, default=str).encode())
+    for name in s.datasets:
+        digest.update(name.encode())
+        digest.update(data[name].evaluation.numpy().tobytes())
+    return cache_root() / "dense" / f"{s.model['name']}-{digest.hexdigest()[:20]}.json"
+
+
 def token_cache_dir(enabled: bool):
     from copal_exp.models import cache_root
 
@@ -150,8 +165,21 @@ class Experiment:
             "seed": int(s.data["seed"]),
         })
         dense_ppl = self.store.load_dense() if self.store else None
+        results["dense_cache"] = "job"
         if dense_ppl is None:
-            dense_ppl = self.evaluate_all(data, "dense")
+            cache = dense_cache_path(s, data, self.device) if s.run.get("dense_cache", True) else None
+            if cache is not None and cache.is_file():
+                dense_ppl = json.loads(cache.read_text())["dense_ppl"]
+                results["dense_cache"] = f"hit: {cache}"
+                log.info("dense perplexities from the cache %s", cache)
+            else:
+                dense_ppl = self.evaluate_all(data, "dense")
+                results["dense_cache"] = "computed"
+                if cache is not None:
+                    cache.parent.mkdir(parents=True, exist_ok=True)
+                    tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp")
+                    tmp.write_text(json.dumps({"dense_ppl": dense_ppl, "model": s.model}))
+                    os.replace(tmp, cache)
             if self.store:
                 self.store.save_dense(dense_ppl)
         results["dense_ppl"] = dense_ppl

@@ -1,0 +1,45 @@
+"""Planner-adjacent scale features: the dense cache, and per-permutation jobs on a real launcher."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from copal_exp.__main__ import run_job
+from copal_exp.report import collect
+
+from conftest import compose
+
+TINY = ["model=tiny_llama", "data.nsamples=2", "data.seqlen=32", "eval.max_windows=1", "run.progress=false",
+        "logger=none"]
+
+
+def test_dense_cache_hit_on_second_job(tmp_path, data_root, monkeypatch):
+    monkeypatch.setenv("COPAL_CACHE_DIR", str(tmp_path / "cache"))
+    first = run_job(compose([*TINY, f"data.root={data_root}", "method=wanda", "order=given"]), tmp_path / "1")
+    second = run_job(compose([*TINY, f"data.root={data_root}", "method=copal", "order=given"]), tmp_path / "2")
+    assert first["dense_cache"] == "computed" and second["dense_cache"].startswith("hit:")
+    assert first["dense_ppl"] == second["dense_ppl"]
+    third = run_job(compose([*TINY, f"data.root={data_root}", "method=wanda", "order=given", "eval.max_windows=2"]),
+                    tmp_path / "3")
+    assert third["dense_cache"] == "computed"  # other evaluation tokens, other key
+
+
+@pytest.mark.parametrize("method", ["copal", "sparsegpt"])
+def test_joblib_per_permutation_jobs_merge_to_the_single_job_summary(tmp_path, data_root, method):
+    env = {**os.environ, "COPAL_DATA_DIR": str(data_root), "OMP_NUM_THREADS": "1"}
+    extra = ["method.init=sequential"] if method == "sparsegpt" else []
+    sweep = tmp_path / "perms"
+    proc = subprocess.run([sys.executable, "-m", "copal_exp", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                           f"method={method}", *extra, "order.index=0,1,2,3,4,5", *TINY, f"hydra.sweep.dir={sweep}"],
+                          env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Joblib.Parallel" in proc.stdout + proc.stderr
+    single = run_job(compose([*TINY, f"data.root={data_root}", f"method={method}", *extra]), tmp_path / "single")
+    (merged,) = collect(sweep)
+    assert merged["order_indices"] == [0, 1, 2, 3, 4, 5]
+    assert merged["summary"] == single["summary"]
+    assert merged["per_dataset"] == single["per_dataset"]
+    assert [p["ppl_matrix"] for p in merged["permutations"]] == [p["ppl_matrix"] for p in single["permutations"]]
