@@ -43,3 +43,14 @@ def test_joblib_per_permutation_jobs_merge_to_the_single_job_summary(tmp_path, d
     assert merged["summary"] == single["summary"]
     assert merged["per_dataset"] == single["per_dataset"]
     assert [p["ppl_matrix"] for p in merged["permutations"]] == [p["ppl_matrix"] for p in single["permutations"]]
+
+
+@pytest.mark.parametrize("place", ["disk", "device"])
+def test_offloaded_state_and_activations_give_identical_results(tmp_path, data_root, place):
+    base = [*TINY, f"data.root={data_root}", "method=copal", "method.group=row"]
+    reference = run_job(compose(base), tmp_path / "ref")
+    offloaded = run_job(compose([*base, f"run.offload.sensitivity={place}", f"run.offload.activations={place}"]),
+                        tmp_path / "off")
+    assert [p["ppl_matrix"] for p in offloaded["permutations"]] == [p["ppl_matrix"] for p in reference["permutations"]]
+    if place == "disk":  # nothing is left behind once no step needs it
+        assert not list((tmp_path / "off" / "offload").rglob("*.safetensors"))

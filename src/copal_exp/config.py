@@ -106,6 +106,10 @@ def validate(cfg: DictConfig | dict) -> Settings:
     if state.get("export"):
         _require(len(orders) == 1, f"state.export={state['export']}: needs a single order (order=given, or "
                                    f"order.index=K), this job runs {len(orders)}")
+    for what, place in (c["run"].get("offload") or {}).items():
+        if what != "dir":
+            _require(place in ("device", "cpu", "disk"),
+                     f"run.offload.{what}={place!r}: allowed values are 'device', 'cpu', 'disk'")
     logger = c.get("logger") or {"name": "none"}
     _require(logger.get("name") in ("wandb", "none"), f"logger={logger.get('name')!r}: allowed values are 'wandb', 'none'")
     return Settings(datasets, orders, name, init, method, pattern, model, data, ev, c["run"], c)

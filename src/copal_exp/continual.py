@@ -34,7 +34,9 @@ def export_state(path: str | Path, method_state: dict[str, Any], identity: dict[
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {name: g.contiguous() for name, g in method_state["sensitivity"].items()}
+    from copal_exp.offload import materialize
+
+    tensors = {name: materialize(g).contiguous() for name, g in method_state["sensitivity"].items()}
     save_file(tensors, str(out / "sensitivity.safetensors"))
     meta = {"format": FORMAT, "method": "copal", "method_options": method_options,
             "steps_seen": int(method_state["steps_seen"]), "datasets_seen": list(history), "model": identity}

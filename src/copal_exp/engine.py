@@ -9,6 +9,7 @@ Only the layer being processed sits on ``device``; the rest and the activations 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from collections import defaultdict
 from contextlib import contextmanager
 from typing import Any
@@ -19,6 +20,7 @@ from tqdm.auto import tqdm
 
 from copal_exp.capture import LayerInputs, capture_layer_inputs, decoder_layers, find_linears, to_device
 from copal_exp.methods.registry import PruningMethod
+from copal_exp.offload import Offloader
 
 
 class NonFiniteError(RuntimeError):
@@ -52,12 +54,17 @@ def _layer_output(out: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def run_layer(layer: nn.Module, inputs: LayerInputs, device) -> list[torch.Tensor]:
-    """Outputs of ``layer`` for every captured segment, back on CPU in the model's dtype."""
-    return [
-        _layer_output(layer(h.to(device), **to_device(kw, device))).cpu()
-        for h, kw in zip(inputs.hidden, inputs.kwargs)
-    ]
+def run_layer(layer: nn.Module, inputs: LayerInputs, device, keep: Offloader | None = None) -> list:
+    """Outputs of ``layer`` for every captured segment, in the model's dtype, stored by ``keep``
+    (default: CPU memory); ``None`` when only the hooks matter."""
+    outputs = []
+    for j, (h, kw) in enumerate(zip(inputs.hidden, inputs.kwargs)):
+        out = _layer_output(layer(Offloader.load(h, device), **to_device(kw, device)))
+        if keep is not None and not torch.isfinite(out).all():
+            raise NonFiniteError(f"segment {j}")
+        if keep is not None:
+            outputs.append(keep.store(out, f"act{j}"))
+    return outputs if keep is not None else None
 
 
 @torch.no_grad()
@@ -69,9 +76,14 @@ def prune_model(
     timer: PhaseTimer | None = None,
     progress: bool = True,
     desc: str = "prune",
+    activations: Offloader | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Prune every decoder-layer linear of ``model`` in place; return the keep masks (CPU, bool) by name."""
+    """Prune every decoder-layer linear of ``model`` in place; return the keep masks (CPU, bool) by name.
+
+    ``activations`` says where the calibration activations wait between layers (default CPU memory).
+    """
     timer = timer or PhaseTimer()
+    activations = activations or Offloader("cpu")
     masks: dict[str, torch.Tensor] = {}
     if not method.prunes:
         return masks
@@ -101,13 +113,24 @@ def prune_model(
                 masks[name] = keep.cpu()
         if inputs is not None and index + 1 < len(layers):
             with timer("propagation"):
-                inputs.hidden = run_layer(layer, inputs, device)
-            bad = next((j for j, h in enumerate(inputs.hidden) if not torch.isfinite(h).all()), None)
-            if bad is not None:
-                raise NonFiniteError(f"{desc}: non-finite activations leaving decoder layer {index} (segment {bad})")
+                previous = inputs.hidden
+                try:
+                    inputs.hidden = run_layer(layer, inputs, device, keep=activations)
+                except NonFiniteError as exc:
+                    raise NonFiniteError(f"{desc}: non-finite activations leaving decoder layer {index} ({exc})") from None
+                _discard(previous)
         layer.to("cpu")
+    if inputs is not None:
+        _discard(inputs.hidden)
     method.end_step()
     return masks
+
+
+def _discard(handles: list) -> None:
+    """Delete activation files that no later layer will read."""
+    for h in handles:
+        if isinstance(h, str):
+            Path(h).unlink(missing_ok=True)
 
 
 def _stats_hook(method: PruningMethod, stats: dict[str, Any], sub: str):

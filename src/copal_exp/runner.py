@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ from copal_exp.data import DatasetSplits, load_dataset_splits
 from copal_exp.engine import NonFiniteError, PhaseTimer, prunable_linears, prune_model
 from copal_exp.evaluate import perplexity
 from copal_exp.methods import build_method
+from copal_exp.offload import Offloader
 from copal_exp.masks import pack_masks
 from copal_exp.metrics import backward_transfer, mask_change, per_dataset, sparsity_report, summary, weight_stasis
 
@@ -93,6 +95,13 @@ def dense_cache_path(s: Settings, data: dict[str, DatasetSplits], device: str):
         digest.update(name.encode())
         digest.update(data[name].evaluation.numpy().tobytes())
     return cache_root() / "dense" / f"{s.model['name']}-{digest.hexdigest()[:20]}.json"
+
+
+def discard_files(method_state: dict[str, Any] | None) -> None:
+    """Remove the on-disk tensors (offload=disk) of a method state nothing will start from again."""
+    for handle in ((method_state or {}).get("sensitivity") or {}).values():
+        if isinstance(handle, str):
+            Path(handle).unlink(missing_ok=True)
 
 
 def token_cache_dir(enabled: bool):
@@ -203,6 +212,11 @@ class Experiment:
         carries_state = s.method == "copal" or s.init == "sequential"
         plan = make_plan(s.orders, carries_state, bool(s.run.get("planner", True)))
         method = self.method = build_method(s.method, s.pattern, **s.method_options)
+        offload = s.run.get("offload") or {}
+        offload_dir = Path(offload.get("dir") or (self.store.dir.parent if self.store else Path.cwd()) / "offload")
+        activations = Offloader(offload.get("activations", "cpu"), self.device, offload_dir / "activations")
+        if hasattr(method, "offload"):
+            method.offload = Offloader(offload.get("sensitivity", "cpu"), self.device, offload_dir / "sensitivity")
         linears = prunable_linears(self.model)
         dense = {name: lin.weight.data.clone() for name, lin in linears.items()}
         self._sizes = {n: w.numel() for n, w in dense.items()}
@@ -229,19 +243,22 @@ class Experiment:
                 method.load_state_dict(parent.method_state if parent is not None else self.initial_state)
                 started = dict(self.timer.seconds)
                 masks = prune_model(self.model, data[order[t]].calibration, method, self.device, self.timer,
-                                    self.progress, f"{label} prune")
+                                    self.progress, f"{label} prune", activations)
                 ppl = self.evaluate_all(data, label)
                 seconds = {p: round(v - started.get(p, 0.0), 3) for p, v in self.timer.seconds.items()}
                 step = StepResult(key, ppl, pack_masks(masks), sparsity_report(masks), seconds)
                 if remaining.get(key) or (self.keep_final_state and t == len(order) - 1):
                     step.weights = {n: lin.weight.data.clone() for n, lin in linears.items()} if s.method != "copal" else None
                     step.method_state = method.state_dict()
+                else:
+                    discard_files(method.state_dict())
                 steps[key] = step
                 if self.store:
                     self.store.save(step)
                 if parent is not None:
                     remaining[parent.key] -= 1
                     if remaining[parent.key] == 0:
+                        discard_files(parent.method_state)
                         parent.weights = parent.method_state = None
                         if self.store:
                             self.store.drop_carry(parent.key)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from copal_exp.masks import select_mask
+from copal_exp.offload import Offloader
 from copal_exp.methods.registry import PruningMethod, register
 
 GRANULARITIES = ("segment", "token")
@@ -54,8 +55,9 @@ class Copal(PruningMethod):
             raise ValueError(f"method.group={self.config['group']!r}: allowed values are {GROUPS}")
         if self.config["perturbation"] != "relative":
             raise ValueError(f"method.perturbation={self.config['perturbation']!r}: allowed values are ('relative',)")
-        #: accumulated sensitivity G per pruned linear, kept on CPU between steps
-        self.sensitivity: dict[str, torch.Tensor] = {}
+        #: accumulated sensitivity G per pruned linear: a tensor (CPU or device) or a safetensors path
+        self.sensitivity: dict[str, object] = {}
+        self.offload = Offloader("cpu")
         self.steps_seen = 0
 
     def new_statistics(self, weight):
@@ -70,8 +72,8 @@ class Copal(PruningMethod):
 
     def prune(self, name, weight, stats):
         previous = self.sensitivity.get(name)
-        total = stats if previous is None else stats + previous.to(stats.device)
-        self.sensitivity[name] = total.cpu()
+        total = stats if previous is None else stats + Offloader.load(previous, stats.device)
+        self.sensitivity[name] = self.offload.store(total, name)
         keep = select_mask(copal_score(weight, total), self.pattern, group=self.config["group"])
         return weight * keep, keep
 

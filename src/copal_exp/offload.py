@@ -1,0 +1,52 @@
+"""Where large per-layer tensors live between uses: the device, CPU memory, or disk (safetensors).
+
+Used for COPAL's accumulated sensitivity G (one fp32 per pruned weight, carried between steps) and
+for the captured calibration activations (``nsamples × seqlen × hidden`` in the model's dtype,
+carried between layers). Disk storage writes one safetensors file per tensor set and reads it back
+lazily, so host memory holds only the layer being processed.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import torch
+
+PLACES = ("device", "cpu", "disk")
+
+
+class Offloader:
+    def __init__(self, place: str = "cpu", device: str | torch.device = "cpu", directory: str | Path | None = None):
+        if place not in PLACES:
+            raise ValueError(f"offload place {place!r}: allowed values are {PLACES}")
+        if place == "disk" and directory is None:
+            raise ValueError("offload to disk needs a directory (run.offload.dir)")
+        self.place, self.device = place, device
+        self.directory = Path(directory) if directory is not None else None
+
+    def store(self, tensor: torch.Tensor, name: str = "t"):
+        """Keep ``tensor`` where configured; returns a handle for :meth:`load` (a tensor or a file path)."""
+        if self.place == "device":
+            return tensor.to(self.device)
+        if self.place == "cpu":
+            return tensor.cpu()
+        from safetensors.torch import save_file
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{name.replace('/', '_')}-{uuid.uuid4().hex[:12]}.safetensors"
+        save_file({"t": tensor.detach().cpu().contiguous()}, str(path))
+        return str(path)
+
+    @staticmethod
+    def load(handle, device: str | torch.device = "cpu") -> torch.Tensor:
+        if isinstance(handle, torch.Tensor):
+            return handle.to(device)
+        from safetensors.torch import load_file
+
+        return load_file(handle, device=str(device))["t"]
+
+
+def materialize(handle) -> torch.Tensor:
+    """A CPU tensor from any handle (for export and checkpoints)."""
+    return Offloader.load(handle, "cpu")
