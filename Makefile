@@ -70,7 +70,10 @@ fig3: setup ## Paper Figure 3: mean and max BWT against the number of calibratio
 	$(PAPER) method=sparsegpt,wanda,copal data.nsamples=2,4,8,16 hydra.sweep.dir=$(OUT)/fig3 $(ARGS)
 	$(PY) -m copal_exp.report $(OUT)/fig3 --kind fig3
 
+bench: setup ## Benchmarks on SmolLM2 (per-phase times, floors, COPAL/Wanda, planner): bench/results/*.json
+	$(PY) bench/bench_prune.py $(ARGS)
+
 clean: ## Remove outputs/, multirun/ and caches of this checkout (keeps .venv and the model cache)
 	rm -rf outputs multirun sweeps .pytest_cache
 
-.PHONY: help setup test test-fast demo run report table1 table2 table3 appendix_e fig1 fig3 clean
+.PHONY: help setup test test-fast demo run report bench table1 table2 table3 appendix_e fig1 fig3 clean

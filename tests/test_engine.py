@@ -71,3 +71,11 @@ def test_capture_records_layer_kwargs_and_never_prunes_embeddings():
     assert all(".layers." in name for name in masks)
     assert torch.equal(model.model.embed_tokens.weight, embed_before)
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+
+
+def test_layerwise_evaluation_equals_full_forward():
+    from copal_exp.evaluate import perplexity, perplexity_layerwise
+
+    model, _ = build_tiny_llama(TINY)
+    windows = torch.randint(0, 256, (3, 40))
+    assert perplexity_layerwise(model, windows) == pytest.approx(perplexity(model, windows), rel=1e-5)

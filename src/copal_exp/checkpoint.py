@@ -19,7 +19,7 @@ import torch
 
 STATE_DIR = "states"
 # keys that do not change what is computed
-NEUTRAL_KEYS = {"run": ("progress", "device", "dense_cache", "offload"), "logger": None, "eval": ("batch_size",)}
+NEUTRAL_KEYS = {"run": ("progress", "device", "dense_cache", "offload"), "logger": None, "eval": ("batch_size", "layerwise")}
 
 
 def fingerprint(resolved: dict[str, Any]) -> str:

