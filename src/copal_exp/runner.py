@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from copal_exp.checkpoint import StateStore
 from copal_exp.config import Settings
 from copal_exp.data import DatasetSplits, load_dataset_splits
+from copal_exp.data.sources import default_root
 from copal_exp.engine import NonFiniteError, PhaseTimer, prunable_linears, prune_model
 from copal_exp.evaluate import perplexity, perplexity_layerwise
 from copal_exp.methods import build_method
@@ -139,9 +140,13 @@ class Experiment:
     # -- data -----------------------------------------------------------------------------------
     def load_data(self) -> dict[str, DatasetSplits]:
         d, prunes = self.s.data, self.s.method != "dense"
+        root = d.get("root")
+        if root is None and (root := default_root()) is not None:
+            log.info("data.root is unset: using %s", root)
+        self.data_root = str(root) if root else None
         return {
             name: load_dataset_splits(
-                name, self.tokenizer, root=d.get("root"), nsamples=int(d["nsamples"]), seqlen=int(d["seqlen"]),
+                name, self.tokenizer, root=root, nsamples=int(d["nsamples"]), seqlen=int(d["seqlen"]),
                 seed=int(d["seed"]), max_windows=self.s.eval.get("max_windows"), hub=d.get("hub"),
                 use_hub=bool(d.get("use_hub", True)), with_calibration=prunes, demo_root=d.get("demo_root"),
                 token_cache=token_cache_dir(d.get("token_cache", True)),
@@ -176,6 +181,7 @@ class Experiment:
             "datasets": s.datasets,
             "data": {name: split.provenance for name, split in data.items()},
             "seed": int(s.data["seed"]),
+            "data_root": self.data_root,
         })
         dense_ppl = self.store.load_dense() if self.store else None
         results["dense_cache"] = "job"

@@ -88,6 +88,16 @@ def read_rows(path: Path, reader: str) -> list[str]:
     raise ValueError(f"unknown reader {reader!r}")
 
 
+def default_root() -> Path | None:
+    """With no ``data.root`` and no ``COPAL_DATA_DIR``: a ``shared/data`` beside the checkout or the
+    working directory, if there is one (logged and recorded like any other root)."""
+    checkout = Path(__file__).resolve().parents[3]
+    for candidate in (checkout.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"):
+        if (candidate / "README.md").is_file():
+            return candidate
+    return None
+
+
 def find_local(dataset: str, role: str, root: str | Path | None) -> TextSource | None:
     if root is None:
         return None
