@@ -25,7 +25,7 @@ def reference_prune(model, segments, method):
 
         def hook_for(sub):
             def hook(module, args, output):
-                stats[sub] = method.accumulate(stats[sub], args[0], output, module.bias)
+                stats[sub] = method.accumulate(stats[sub], args[0], output, module.bias)  # noqa: B023
             return hook
 
         handles = [lin.register_forward_hook(hook_for(sub)) for sub, lin in linears.items()]
@@ -56,7 +56,7 @@ def test_layerwise_engine_matches_full_forward_reference(name, options, pattern)
     assert masks.keys() == ref_masks.keys() and len(masks) == 3 * 7
     for key in masks:
         assert torch.equal(masks[key], ref_masks[key]), key
-    for (n1, l1), (n2, l2) in zip(prunable_linears(model).items(), prunable_linears(reference_model).items()):
+    for (_n1, l1), (_n2, l2) in zip(prunable_linears(model).items(), prunable_linears(reference_model).items()):
         torch.testing.assert_close(l1.weight, l2.weight, rtol=1e-4, atol=1e-5)
 
 

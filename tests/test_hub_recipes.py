@@ -1,8 +1,6 @@
 """The Hub code path itself, pointed at local files in the Hub's own formats (JSON lines, parquet)."""
 
 import gzip
-import json
-import os
 
 import pytest
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from copal_exp.__main__ import run_job
-from copal_exp.config import ConfigError, validate
+from copal_exp.config import ConfigError
 from copal_exp.engine import NonFiniteError, prune_model
 from copal_exp.masks import Pattern
 from copal_exp.methods import build_method

@@ -1,6 +1,5 @@
 """Planner-adjacent scale features: the dense cache, and per-permutation jobs on a real launcher."""
 
-import json
 import os
 import subprocess
 import sys

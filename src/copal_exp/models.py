@@ -95,11 +95,14 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
             setattr(model, attr, None if attr == "quantization_method" else False)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=out_dir.name + ".tmp"))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
     try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
         tmp.rename(out_dir)
-    except OSError:  # another process finished first
+    except OSError:
+        if not (out_dir / "config.json").is_file():  # a real failure, not another process finishing first
+            raise
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 

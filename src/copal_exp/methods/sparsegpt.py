@@ -36,7 +36,7 @@ def prepare_hessian(hessian: torch.Tensor, weight: torch.Tensor, percdamp: float
 def inverse_cholesky_upper(hessian: torch.Tensor, damp: float, retries: int = 10, name: str = "") -> torch.Tensor:
     """Upper Cholesky factor of ``(H + damp·I)⁻¹``; on failure raise the dampening ×10 and retry."""
     eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
-    for attempt in range(retries + 1):
+    for _attempt in range(retries + 1):
         chol, info = torch.linalg.cholesky_ex(hessian + damp * eye)
         if info.item() == 0:
             inv = torch.cholesky_inverse(chol)
