@@ -73,3 +73,25 @@ def test_load_dataset_splits_shapes(data_root):
     assert splits.calibration.shape == (3, 50) and splits.evaluation.shape == (4, 50)
     assert splits.provenance["evaluation"]["location"].endswith("wikitext-2-raw-v1.test.jsonl")
     json.dumps(splits.provenance)
+
+
+def test_token_cache_keys_on_tokenizer_and_text(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from copal_exp.tokens import encode_cached
+
+    def make(vocab):
+        tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>")
+
+    small = make({"<unk>": 0, "the": 1, "cat": 2})
+    ids = encode_cached(small, "the cat the dog", "ptb-evaluation", tmp_path)
+    assert ids.tolist() == [1, 2, 1, 0]
+    (cached,) = list(tmp_path.glob("ptb-evaluation-*.pt"))
+    assert encode_cached(small, "the cat the dog", "ptb-evaluation", tmp_path).tolist() == [1, 2, 1, 0]
+    encode_cached(small, "the dog", "ptb-evaluation", tmp_path)  # other text, other entry
+    other = make({"<unk>": 0, "cat": 1, "the": 2})  # same size, other vocabulary: other entry
+    assert encode_cached(other, "the cat the dog", "ptb-evaluation", tmp_path).tolist() == [2, 1, 2, 0]
+    assert len(list(tmp_path.glob("ptb-evaluation-*.pt"))) == 3

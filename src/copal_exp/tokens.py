@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -27,9 +28,10 @@ def encode(tokenizer, text: str) -> torch.Tensor:
 
 
 def tokenizer_id(tokenizer) -> str:
-    """A stable identity for a tokenizer: its class, source and vocabulary size."""
-    vocab = getattr(tokenizer, "vocab_size", None) or len(tokenizer)
-    return f"{type(tokenizer).__name__}|{getattr(tokenizer, 'name_or_path', '')}|{vocab}"
+    """A stable identity for a tokenizer: its class, source and a hash of its whole vocabulary."""
+    vocab = json.dumps(sorted(tokenizer.get_vocab().items()), ensure_ascii=False)
+    digest = hashlib.sha256(vocab.encode("utf-8")).hexdigest()[:16]
+    return f"{type(tokenizer).__name__}|{getattr(tokenizer, 'name_or_path', '')}|{digest}"
 
 
 def encode_cached(tokenizer, text: str, label: str, cache_dir: Path | None) -> torch.Tensor:

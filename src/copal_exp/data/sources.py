@@ -124,10 +124,12 @@ def load_hub(dataset: str, role: str, overrides: dict[str, Any] | None = None) -
         kwargs["data_files"] = files[role] if role in files else files
     if recipe.get("name"):
         kwargs["name"] = recipe["name"]
+    if recipe.get("revision"):  # e.g. "refs/convert/parquet": the Hub's parquet conversion of a script dataset
+        kwargs["revision"] = recipe["revision"]
     ds = datasets.load_dataset(recipe["path"], **kwargs)
     rows = list(ds[recipe["field"]])
     return TextSource(rows, {"dataset": dataset, "role": role, "source": "hub", "location": recipe["path"],
-                             "name": recipe.get("name"), "split": split, "data_files": kwargs.get("data_files"),
+                             "name": recipe.get("name"), "revision": recipe.get("revision"), "split": split, "data_files": kwargs.get("data_files"),
                              "stand_in": None})
 
 
