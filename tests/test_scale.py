@@ -39,9 +39,13 @@ def test_joblib_per_permutation_jobs_merge_to_the_single_job_summary(tmp_path, d
     single = run_job(compose([*TINY, f"data.root={data_root}", f"method={method}", *extra]), tmp_path / "single")
     (merged,) = collect(sweep)
     assert merged["order_indices"] == [0, 1, 2, 3, 4, 5]
-    assert merged["summary"] == single["summary"]
-    assert merged["per_dataset"] == single["per_dataset"]
-    assert [p["ppl_matrix"] for p in merged["permutations"]] == [p["ppl_matrix"] for p in single["permutations"]]
+    # joblib's workers run with fewer BLAS threads than this process: equal up to float reduction order (SparseGPT amplifies it to ~1e-6)
+    assert merged["summary"] == pytest.approx(single["summary"], rel=1e-4)
+    for d in single["datasets"]:
+        assert merged["per_dataset"][d] == pytest.approx(single["per_dataset"][d], rel=1e-4, abs=1e-3)
+    for a, b in zip(merged["permutations"], single["permutations"]):
+        assert a["order"] == b["order"]
+        assert [v for row in a["ppl_matrix"] for v in row] == pytest.approx([v for row in b["ppl_matrix"] for v in row], rel=1e-4)
 
 
 @pytest.mark.parametrize("place", ["disk", "device"])
