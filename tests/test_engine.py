@@ -79,3 +79,20 @@ def test_layerwise_evaluation_equals_full_forward():
     model, _ = build_tiny_llama(TINY)
     windows = torch.randint(0, 256, (3, 40))
     assert perplexity_layerwise(model, windows) == pytest.approx(perplexity(model, windows), rel=1e-5)
+
+
+def test_evaluation_round_moves_the_model_once(monkeypatch):
+    """``resident`` moves the model for the whole round; inside it ``perplexity`` moves nothing."""
+    from torch import nn
+
+    from copal_exp.evaluate import perplexity, resident
+
+    model, _ = build_tiny_llama(TINY)
+    windows = torch.randint(0, 256, (2, 24))
+    alone = perplexity(model, windows)
+    moves = []
+    real_to = nn.Module.to
+    monkeypatch.setattr(nn.Module, "to", lambda self, *a, **k: moves.append(a) or real_to(self, *a, **k))
+    with resident(model, "cpu"):  # already there: no move at all
+        inside = [perplexity(model, windows) for _ in range(3)]
+    assert moves == [] and inside == [alone] * 3

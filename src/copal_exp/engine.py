@@ -105,10 +105,11 @@ def prune_model(
                 finally:
                     for handle in handles:
                         handle.remove()
-        with timer("masks"):
-            for sub, lin in linears.items():
-                name = f"{prefix}.{index}.{sub}"
+        for sub, lin in linears.items():
+            name = f"{prefix}.{index}.{sub}"
+            with timer("masks"):  # scores and mask selection (SparseGPT: also its OBS weight update)
                 new_weight, keep = method.prune(name, lin.weight.data, stats.pop(sub))
+            with timer("update"):
                 lin.weight.data.copy_(new_weight)
                 masks[name] = keep.cpu()
         if inputs is not None and index + 1 < len(layers):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -13,10 +15,10 @@ from tqdm.auto import tqdm
 @torch.no_grad()
 def perplexity(model: nn.Module, windows: torch.Tensor, device="cpu", batch_size: int = 1,
                progress: bool = False, desc: str = "eval") -> float:
-    """Perplexity of ``model`` on ``windows`` (``[n, seqlen]`` token ids)."""
-    model.to(device)
+    """Perplexity of ``model`` on ``windows`` (``[n, seqlen]`` token ids); the model is moved to
+    ``device`` for the call unless it is already there (see :func:`resident`)."""
     total_nll, total_tokens = 0.0, 0
-    try:
+    with resident(model, device):
         for start in tqdm(range(0, windows.shape[0], batch_size), desc=desc, disable=not progress, leave=False):
             batch = windows[start : start + batch_size].to(device)
             logits = model(batch, use_cache=False).logits[:, :-1].float()
@@ -24,9 +26,23 @@ def perplexity(model: nn.Module, windows: torch.Tensor, device="cpu", batch_size
             nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
             total_nll += nll.item()
             total_tokens += targets.numel()
-    finally:
-        model.to("cpu")
     return math.exp(total_nll / total_tokens)
+
+
+@contextmanager
+def resident(model: nn.Module, device) -> Iterator[None]:
+    """Keep ``model`` on ``device`` for the block and put it back where it was afterwards; a no-op
+    when it is already there, so one evaluation round moves a model once, not once per dataset."""
+    where = next(model.parameters()).device
+    target = torch.device(device)
+    if where.type == target.type and (target.index is None or where.index == target.index):
+        yield
+        return
+    model.to(target)
+    try:
+        yield
+    finally:
+        model.to(where)
 
 
 def _final_norm(model: nn.Module) -> nn.Module:

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ from copal_exp.config import Settings
 from copal_exp.data import DatasetSplits, load_dataset_splits
 from copal_exp.data.sources import default_root
 from copal_exp.engine import NonFiniteError, PhaseTimer, prunable_linears, prune_model
-from copal_exp.evaluate import perplexity, perplexity_layerwise
+from copal_exp.evaluate import perplexity, perplexity_layerwise, resident
 from copal_exp.methods import build_method
 from copal_exp.offload import Offloader
 from copal_exp.masks import pack_masks
@@ -156,9 +157,10 @@ class Experiment:
 
     def evaluate_all(self, data: dict[str, DatasetSplits], label: str) -> dict[str, float]:
         ppl = {}
-        with self.timer("evaluation"):
+        layerwise = bool(self.s.eval.get("layerwise", False))
+        with self.timer("evaluation"), (nullcontext() if layerwise else resident(self.model, self.device)):
             for name in self.s.datasets:
-                if self.s.eval.get("layerwise", False):
+                if layerwise:
                     ppl[name] = perplexity_layerwise(self.model, data[name].evaluation, self.device, self.progress,
                                                      f"{label} eval {name}")
                 else:

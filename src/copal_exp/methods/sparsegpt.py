@@ -70,33 +70,35 @@ def sparsify_weight(
         hessian, w, damp = prepare_hessian(hessian.float(), weight.float(), percdamp)
         u = inverse_cholesky_upper(hessian, damp, name=name)
         rows, cols = w.shape
-        pruned = torch.zeros_like(w, dtype=torch.bool)
+        # Work on Wᵀ so that column i of W is a contiguous row: the per-column rank-one updates
+        # then touch contiguous memory (about 2× faster on CPU than the column-major original).
+        wt = w.t().contiguous()
+        pruned = torch.zeros(cols, rows, dtype=torch.bool, device=w.device)
         for i1 in range(0, cols, blocksize):
             i2 = min(i1 + blocksize, cols)
-            w1 = w[:, i1:i2].clone()
+            w1 = wt[i1:i2]  # a view: updated in place
             u1 = u[i1:i2, i1:i2]
             d = torch.diag(u1)
-            err1 = torch.zeros_like(w1)
-            mask1 = torch.zeros_like(w1, dtype=torch.bool)
+            err1 = torch.empty_like(w1)
+            mask1 = pruned[i1:i2]
             if pattern.kind == "unstructured":
-                score = (w1**2 / d.reshape(1, -1) ** 2).reshape(-1)
+                # rows × block group, scores in W's row-major order so ties break as in the original
+                score = (w1**2 / d.reshape(-1, 1) ** 2).t().reshape(-1)
                 k = prune_count(score.numel(), pattern.ratio)
-                mask1.view(-1)[torch.sort(score, stable=True).indices[:k]] = True
+                chosen = torch.zeros(score.numel(), dtype=torch.bool, device=w.device)
+                chosen[torch.sort(score, stable=True).indices[:k]] = True
+                mask1.copy_(chosen.reshape(rows, i2 - i1).t())
             for i in range(i2 - i1):
                 if pattern.kind == "nm" and i % pattern.m == 0:
-                    score = w1[:, i : i + pattern.m] ** 2 / d[i : i + pattern.m].reshape(1, -1) ** 2
-                    mask1[:, i : i + pattern.m] = ~nm_mask(score, pattern.n, pattern.m)
-                col = w1[:, i]
-                q = torch.where(mask1[:, i], torch.zeros_like(col), col)
-                err = (col - q) / d[i]
-                w1[:, i:] -= err.unsqueeze(1) @ u1[i, i:].unsqueeze(0)
-                w1[:, i] = q
-                err1[:, i] = err
-            w[:, i1:i2] = w1
-            w[:, i2:] -= err1 @ u[i1:i2, i2:]
-            pruned[:, i1:i2] = mask1
-        keep = ~pruned
-        return (w * keep).to(dtype), keep
+                    score = w1[i : i + pattern.m].t() ** 2 / d[i : i + pattern.m].reshape(1, -1) ** 2
+                    mask1[i : i + pattern.m] = ~nm_mask(score, pattern.n, pattern.m).t()
+                err = w1[i].masked_fill(~mask1[i], 0.0).div_(d[i])  # (w − q) / U_ii
+                err1[i] = err
+                w1[i:].addr_(u1[i, i:], err, alpha=-1.0)
+                w1[i].masked_fill_(mask1[i], 0.0)  # q: exact zeros where pruned
+            wt[i2:].addmm_(u[i1:i2, i2:].t(), err1, alpha=-1.0)  # lazy update of later blocks
+        keep = ~pruned.t()
+        return (wt.t() * keep).to(dtype), keep
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
