@@ -51,7 +51,7 @@ def test_demo_command_shortened(tmp_path):
     report = subprocess.run([sys.executable, "-m", "copal_exp.report", str(sweep)], capture_output=True, text=True,
                             timeout=300)
     assert report.returncode == 0, report.stderr[-3000:]
-    assert "| copal (segment, layer) | unstructured 50% |" in report.stdout and "| wanda (global)" in report.stdout
+    assert "| copal (token, row) | unstructured 50% |" in report.stdout and "| wanda (global)" in report.stdout
     assert (sweep / "ppl_matrices.png").stat().st_size > 10_000
     import json
     results = json.loads((sweep / "0" / "results.json").read_text())

@@ -23,7 +23,7 @@ def accumulate_sensitivity(
     sensitivity: torch.Tensor,
     inputs: torch.Tensor,
     outputs: torch.Tensor,
-    granularity: str = "segment",
+    granularity: str = "token",
     epsilon: float = 1.0,
 ) -> torch.Tensor:
     """Add Σ_j |∇_j| for a batch of segments: ``inputs`` ``[B, L, d_in]``, bias-free ``outputs`` ``[B, L, d_out]``."""
@@ -45,7 +45,7 @@ def copal_score(dense_weight: torch.Tensor, sensitivity: torch.Tensor) -> torch.
 
 @register("copal")
 class Copal(PruningMethod):
-    options = {"granularity": "segment", "group": "layer", "perturbation": "relative", "epsilon": 1.0}
+    options = {"granularity": "token", "group": "row", "perturbation": "relative", "epsilon": 1.0}
 
     def __init__(self, pattern, **options):
         super().__init__(pattern, **options)
