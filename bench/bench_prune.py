@@ -120,14 +120,15 @@ def main() -> None:
     for name, options, pattern in (("magnitude", {}, "unstructured"), ("wanda", {}, "unstructured"),
                                    ("sparsegpt", {}, "unstructured"), ("copal", {"granularity": "segment"}, "unstructured"),
                                    ("copal", {"granularity": "token"}, "unstructured"), ("wanda", {}, "2:4"),
-                                   ("sparsegpt", {}, "2:4"), ("copal", {}, "2:4")):
+                                   ("sparsegpt", {}, "2:4"), ("copal", {"granularity": "token"}, "2:4")):
         model.load_state_dict(dense_state)
         pat = Pattern.parse("nm", n=2, m=4) if pattern == "2:4" else Pattern.parse("unstructured", ratio=0.5)
         timer = PhaseTimer()
         start = time.perf_counter()
         prune_model(model, segments, build_method(name, pat, **options), timer=timer, progress=False)
         step = time.perf_counter() - start
-        products = method_products(model, segments, name if options.get("granularity") != "token" else "copal-token", pat)
+        # the floor's product must match the granularity the step ran with
+        products = method_products(model, segments, "copal-token" if options.get("granularity") == "token" else name, pat)
         method_floor = (0.0 if name == "magnitude" else floor) + products
         key = f"{name}{'-' + options['granularity'] if options else ''} {pattern}"
         out["methods"][key] = {"step_s": round(step, 3), "phases_s": {k: round(v, 3) for k, v in timer.seconds.items()},
