@@ -114,6 +114,11 @@ def test_sigkill_mid_step_then_resume_gives_identical_results(tmp_path, data_roo
         assert a[key] == b[key]
     assert [p["ppl_matrix"] for p in a["permutations"]] == [p["ppl_matrix"] for p in b["permutations"]]
     assert [p["mask_change"] for p in a["permutations"]] == [p["mask_change"] for p in b["permutations"]]
+    # timings cover the resuming process only; step_seconds_total adds the restored states' own seconds
+    assert a["resumed_states"] == 0 and b["resumed_states"] >= 4
+    assert b["step_seconds_total"]["evaluation"] > b["timings"]["evaluation"]
+    # a fresh job computed every state itself: its states' seconds are part of its own timings
+    assert a["step_seconds_total"]["evaluation"] <= a["timings"]["evaluation"] + 0.01
 
 
 def test_resume_refuses_a_different_configuration(tmp_path, data_root):

@@ -87,6 +87,15 @@ def _restore_step(record: dict[str, Any], carry: dict[str, Any] | None) -> StepR
     return step
 
 
+def step_seconds(steps) -> dict[str, float]:
+    """Per-phase seconds summed over the given states (restored ones included)."""
+    total: dict[str, float] = {}
+    for step in steps:
+        for phase, seconds in (step.seconds or {}).items():
+            total[phase] = total.get(phase, 0.0) + seconds
+    return {phase: round(v, 3) for phase, v in total.items()}
+
+
 def dense_cache_path(s: Settings, data: dict[str, DatasetSplits], device: str):
     """Cache file of the dense perplexities, keyed by the model config, device and the exact evaluation tokens."""
     from copal_exp.models import cache_root
@@ -214,8 +223,12 @@ class Experiment:
             steps, keys, plan_info = self.run_steps(data, results)
         results.update(self.assemble(steps, keys))
         results["plan"] = plan_info
+        # `timings` is this process's wall time per phase; a resumed job's earlier work is in the restored
+        # states, so `step_seconds_total` sums every state's own per-phase seconds, whichever process computed it
         results["timings"] = {**{k: round(v, 3) for k, v in self.timer.seconds.items()},
                               "total": round(time.perf_counter() - t0, 3)}
+        results["step_seconds_total"] = step_seconds(steps.values())
+        results.setdefault("resumed_states", 0)
         results["status"] = "complete"
         return results
 
@@ -237,6 +250,7 @@ class Experiment:
         self.steps = steps
         remaining = {key: n - sum(1 for c, p in plan.parents.items() if p == key and c in steps)
                      for key, n in plan.children.items()}
+        results["resumed_states"] = len(steps)
         if steps:
             log.info("resuming: %d of %d states already computed in this job directory", len(steps), plan.prune_steps)
             results.update(self.assemble(steps, plan.keys))
