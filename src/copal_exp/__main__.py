@@ -7,18 +7,27 @@ Hydra's own parser rejects an override placed before ``-m``; this entry point ac
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from copal_exp.checkpoint import StateStore
 from copal_exp.config import check_context, check_model, validate
 from copal_exp.continual import export_state, load_state, model_identity
 from copal_exp.engine import prunable_linears
+from copal_exp.errors import JobInterrupted, UserError
+from copal_exp.jobdir import (JobLock, check_configuration, completed_results, read_results, remove_orphans,
+                              remove_temporary_files, write_hydra_files)
 from copal_exp.results import library_versions, write_results
+from copal_exp.runner import offload_folder
 from copal_exp.tracking import make_logger
 
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")
@@ -34,14 +43,57 @@ def normalise_argv(argv: list[str]) -> list[str]:
     return flags[:1] + rest
 
 
-def run_job(cfg: DictConfig, out_dir: str | Path) -> dict:
-    """Validate ``cfg``, load model and data, run the protocol, writing results after every step."""
-    from copal_exp.models import context_before_load, load_model
-    from copal_exp.runner import Experiment
+@contextmanager
+def sigterm_interrupts():
+    """Within the block SIGTERM (SLURM, ``kill``, container runtimes) raises :class:`JobInterrupted`, as
+    Ctrl-C raises ``KeyboardInterrupt``: the job stops between two statements and keeps what it computed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise JobInterrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def run_job(cfg: DictConfig, out_dir: str | Path, hydra_cfg: DictConfig | None = None) -> dict:
+    """Validate ``cfg``, claim the job directory, load data and model, run the protocol, writing results
+    after every step. ``hydra_cfg`` (from the command line) is written to ``.hydra/`` once the run is accepted."""
+    from copal_exp.models import context_before_load
 
     settings = validate(cfg)  # fails before any model is loaded
     check_context(settings, context_before_load(settings.model))
+    out_dir = Path(out_dir)
+    with JobLock(out_dir), sigterm_interrupts():
+        store = StateStore(out_dir)
+        check_configuration(out_dir, settings.resolved, store.config)  # refuses before anything is written
+        done = completed_results(out_dir)
+        if done is not None:
+            log.info("%s already holds the complete results of this configuration: nothing to do", out_dir)
+            return done
+        if hydra_cfg is not None:
+            write_hydra_files(out_dir, cfg, hydra_cfg)
+        store.initialise(settings.resolved)
+        removed = store.remove_orphans() + remove_temporary_files(out_dir)
+        if not (settings.run.get("offload") or {}).get("dir"):  # the job's own offload folder
+            removed += remove_orphans(offload_folder(None, out_dir), store.referenced_offload_files())
+        if removed:
+            log.info("removed %d file(s) left by an interrupted run: %s", len(removed),
+                     ", ".join(str(p) for p in removed[:5]) + (" …" if len(removed) > 5 else ""))
+        return _run(settings, out_dir, store)
+
+
+def _run(settings, out_dir: Path, store: StateStore) -> dict:
+    from copal_exp.models import load_model, load_tokenizer
+    from copal_exp.runner import Experiment, load_job_data
+
     extra = {"versions": library_versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    earlier = read_results(out_dir) or {}  # an earlier attempt's partial record: kept if this one fails early
     tracker = make_logger(settings.resolved.get("logger"), settings.resolved, out_dir)
 
     def save(results):
@@ -50,6 +102,8 @@ def run_job(cfg: DictConfig, out_dir: str | Path) -> dict:
 
     experiment = None
     try:
+        tokenizer = load_tokenizer(settings.model)
+        data, data_root = load_job_data(settings, tokenizer)  # data problems surface before the model loads
         model, tokenizer = load_model(settings.model)
         check_model(settings, model)  # shapes and context, before any calibration
         state_cfg = settings.resolved.get("state") or {}
@@ -58,12 +112,12 @@ def run_job(cfg: DictConfig, out_dir: str | Path) -> dict:
             identity = model_identity(settings.model["name"],
                                       {n: lin.weight.data for n, lin in prunable_linears(model).items()})
         if state_cfg.get("load"):
-            initial_state, meta = load_state(state_cfg["load"], identity)
+            initial_state, meta = load_state(state_cfg["load"], identity, settings.method_options)
             continual = {"loaded_from": str(state_cfg["load"]), "datasets_seen_before": meta["datasets_seen"]}
             log.info("continuing COPAL after %s from %s", meta["datasets_seen"], state_cfg["load"])
-        experiment = Experiment(settings, model, tokenizer, on_progress=save, job_dir=out_dir,
+        experiment = Experiment(settings, model, tokenizer, on_progress=save, store=store,
                                 initial_state=initial_state, keep_final_state=bool(state_cfg.get("export")))
-        results = experiment.run()
+        results = experiment.run(data, data_root)
         if state_cfg.get("export"):
             final = experiment.steps[experiment.final_keys[0]]
             history = continual.get("datasets_seen_before", []) + list(settings.orders[0])
@@ -72,21 +126,40 @@ def run_job(cfg: DictConfig, out_dir: str | Path) -> dict:
             log.info("COPAL state after %s exported to %s", history, state_cfg["export"])
         if continual:
             results["continual"] = continual
-    except BaseException as exc:  # keep everything computed so far, marked as failed
-        partial = {**(experiment.results if experiment else {}), "status": "failed",
-                   "error": f"{type(exc).__name__}: {exc}"}
-        write_results({**partial, **extra}, out_dir)
+    except BaseException as exc:  # keep everything computed so far, marked as failed or interrupted
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        partial = {**earlier, **(experiment.results if experiment else {}),
+                   "status": "interrupted" if interrupted else "failed",
+                   "error": str(exc) if isinstance(exc, JobInterrupted) else f"{type(exc).__name__}: {exc}"}
+        try:
+            write_results({**partial, **extra}, out_dir)
+        except Exception as write_error:  # noqa: BLE001 - e.g. the disk is full: report the original error
+            log.error("could not record the job's status in %s: %s", out_dir, write_error)
         tracker.finish(partial, failed=True)
         raise
     write_results({**results, **extra}, out_dir)
     tracker.finish(results)
-    log.info("results written to %s", Path(out_dir) / "results.json")
+    log.info("results written to %s", out_dir / "results.json")
     return results
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_entry(cfg: DictConfig) -> None:
-    run_job(cfg, HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    out_dir = hydra_cfg.runtime.output_dir
+    try:
+        run_job(cfg, out_dir, hydra_cfg)
+    except UserError as exc:  # a message the user can act on; the traceback only with HYDRA_FULL_ERROR=1
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        log.error("%s", exc)
+        print(f"Error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt as exc:
+        name = exc.signal_name if isinstance(exc, JobInterrupted) else "SIGINT"
+        print(f"Interrupted by {name}: everything computed so far is kept in {out_dir} (status 'interrupted'); "
+              "re-run the same command to resume", file=sys.stderr)
+        sys.exit(128 + (exc.signum if isinstance(exc, JobInterrupted) else signal.SIGINT))
 
 
 def main() -> None:

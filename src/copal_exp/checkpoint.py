@@ -1,36 +1,34 @@
-"""Per-step checkpoints in the job directory, so that a killed job resumes where it stopped.
+"""Per-state checkpoints in the job directory, so that a killed job resumes where it stopped.
 
 Every distinct state is saved as it completes (``states/<id>.pt``: evaluations, bit-packed masks,
 achieved sparsity, timings). A state that later steps start from also saves what they need
-(``states/<id>.carry.pt``: the pruned weights for sequential init, COPAL's accumulated G), and that
-file is removed once every child has run. ``manifest.json`` holds a fingerprint of the
-configuration: resuming with a different one is refused.
+(``states/<id>.carry.pt``: the pruned weights for sequential init, COPAL's accumulated G; with
+``run.offload.sensitivity=disk`` the G files it refers to stay in the offload folder), removed once
+every child has run. The dense perplexities are ``states/dense.pt``.
+
+``states/index.json`` is the commit record: the configuration (for resume checks) and the size and
+SHA-256 of every file above, the offload files a carry refers to included. A file is part of the
+job only once the index names it, so a process killed between writing a file and the index leaves
+an orphan that the next run removes. Every file is verified against the index when read: a damaged
+one stops the job with a message naming it and how to recover, never a bare unpickling traceback.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
+import logging
 from pathlib import Path
 from typing import Any
 
-import torch
+from copal_exp.errors import IntegrityError
+from copal_exp.storage import is_tmp, load_torch, read_json, save_torch, sha256_file, write_json, verify_file
+
+log = logging.getLogger(__name__)
 
 STATE_DIR = "states"
-# keys that do not change what is computed
-NEUTRAL_KEYS = {"run": ("progress", "device", "dense_cache", "offload"), "logger": None, "eval": ("batch_size", "layerwise")}
-
-
-def fingerprint(resolved: dict[str, Any]) -> str:
-    cfg = json.loads(json.dumps(resolved, default=str))
-    for key, sub in NEUTRAL_KEYS.items():
-        if sub is None:
-            cfg.pop(key, None)
-        else:
-            for k in sub:
-                cfg.get(key, {}).pop(k, None)
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+INDEX = "index.json"
+DENSE = "dense.pt"
+FORMAT = "copal_exp.states/2"
 
 
 def state_id(key: tuple) -> str:
@@ -38,55 +36,116 @@ def state_id(key: tuple) -> str:
     return f"{readable}-{hashlib.sha1(repr(key).encode()).hexdigest()[:8]}"
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def offload_paths(method_state: dict[str, Any] | None) -> list[str]:
+    """The files a method state refers to (tensors offloaded to disk)."""
+    return [h for h in ((method_state or {}).get("sensitivity") or {}).values() if isinstance(h, str)]
+
+
+def _recover(path: Path) -> str:
+    if path.name == INDEX:
+        return (f"Without a valid index the saved states cannot be trusted: delete {path.parent} to recompute every "
+                "state (results.json keeps what was reported so far), or restore the file from a backup.")
+    return (f"Delete {path} (and {path.name.replace('.carry.pt', '.pt') if path.name.endswith('.carry.pt') else path.stem + '.carry.pt'}"
+            " if present) and re-run the same command: the job recomputes that state and resumes.")
 
 
 class StateStore:
-    def __init__(self, job_dir: str | Path, resolved: dict[str, Any]):
-        self.dir = Path(job_dir) / STATE_DIR
-        self.dir.mkdir(parents=True, exist_ok=True)
-        manifest = self.dir / "manifest.json"
-        self.fingerprint = fingerprint(resolved)
-        if manifest.is_file():
-            previous = json.loads(manifest.read_text())["fingerprint"]
-            if previous != self.fingerprint:
-                raise ValueError(
-                    f"{self.dir} holds the states of a different configuration (fingerprint {previous}, "
-                    f"this run {self.fingerprint}); use another output directory (hydra.run.dir=...) to start afresh"
-                )
-        else:
-            manifest.write_text(json.dumps({"fingerprint": self.fingerprint}))
+    """The ``states/`` folder of one job directory."""
 
+    def __init__(self, job_dir: str | Path):
+        self.dir = Path(job_dir) / STATE_DIR
+        self.index_path = self.dir / INDEX
+        self.index: dict[str, Any] | None = None
+        if self.index_path.is_file():
+            self.index = read_json(self.index_path, _recover(self.index_path))
+            if self.index.get("format") != FORMAT:
+                raise IntegrityError(f"{self.index_path}: format {self.index.get('format')!r}, expected {FORMAT!r}. "
+                                     + _recover(self.index_path))
+        elif (self.dir / "manifest.json").is_file():
+            raise IntegrityError(
+                f"{self.dir} was written by an older copal_exp without checksums, so its states cannot be verified: "
+                "delete that folder to recompute them (results.json keeps what was reported), or use another output "
+                "directory")
+
+    @property
+    def config(self) -> dict[str, Any] | None:
+        """The resolved configuration the states were computed with (``None`` for a new directory)."""
+        return None if self.index is None else self.index["config"]
+
+    def initialise(self, resolved: dict[str, Any]) -> None:
+        """Record the configuration (a new directory), once the caller has checked it may use the directory."""
+        if self.index is None:
+            self.index = {"format": FORMAT, "config": resolved, "files": {}}
+            self._commit()
+
+    def _commit(self) -> None:
+        write_json(self.index_path, self.index)
+
+    def _save(self, obj: Any, name: str, offload: list[str] | None = None) -> dict[str, Any]:
+        entry = save_torch(obj, self.dir / name)
+        if offload:
+            entry["offload"] = {p: {"sha256": sha256_file(p), "bytes": Path(p).stat().st_size} for p in offload}
+        return entry
+
+    def _load(self, name: str) -> Any:
+        path = self.dir / name
+        entry = self.index["files"][name]
+        for offloaded, expected in (entry.get("offload") or {}).items():
+            verify_file(offloaded, expected, f"It holds part of the state saved in {path}. " + _recover(path))
+        return load_torch(path, entry, _recover(path))
+
+    # -- dense -----------------------------------------------------------------------------------
     def save_dense(self, ppl: dict[str, float]) -> None:
-        _atomic_save({"dense_ppl": ppl}, self.dir / "dense.pt")
+        self.index["files"][DENSE] = self._save({"dense_ppl": ppl}, DENSE)
+        self._commit()
 
     def load_dense(self) -> dict[str, float] | None:
-        path = self.dir / "dense.pt"
-        return torch.load(path, weights_only=False)["dense_ppl"] if path.is_file() else None
+        return self._load(DENSE)["dense_ppl"] if DENSE in self.index["files"] else None
 
+    # -- states ----------------------------------------------------------------------------------
     def save(self, step) -> None:
-        """Save a completed state; its carry (if any) first, so a saved state never lacks it."""
+        """Save a completed state with its carry (if any); the index names both only once both are written."""
         sid = state_id(step.key)
+        files = self.index["files"]
         if step.weights is not None or step.method_state is not None:
-            _atomic_save({"weights": step.weights, "method_state": step.method_state}, self.dir / f"{sid}.carry.pt")
+            files[f"{sid}.carry.pt"] = self._save({"weights": step.weights, "method_state": step.method_state},
+                                                  f"{sid}.carry.pt", offload_paths(step.method_state))
         record = {"key": step.key, "ppl": step.ppl, "masks": step.masks, "sparsity": step.sparsity,
                   "seconds": step.seconds}
-        _atomic_save(record, self.dir / f"{sid}.pt")
+        files[f"{sid}.pt"] = self._save(record, f"{sid}.pt")
+        self._commit()
 
     def drop_carry(self, key: tuple) -> None:
-        (self.dir / f"{state_id(key)}.carry.pt").unlink(missing_ok=True)
+        name = f"{state_id(key)}.carry.pt"
+        if self.index["files"].pop(name, None) is not None:
+            self._commit()
+        (self.dir / name).unlink(missing_ok=True)
 
     def load_all(self, make_step) -> dict[tuple, Any]:
-        """Every saved state, rebuilt with ``make_step(record, carry)``."""
+        """Every saved state, verified and rebuilt with ``make_step(record, carry)``."""
         steps = {}
-        for path in sorted(self.dir.glob("*.pt")):
-            if path.name.endswith(".carry.pt") or path.name == "dense.pt":
+        files = self.index["files"] if self.index else {}
+        for name in sorted(files):
+            if name.endswith(".carry.pt") or name == DENSE:
                 continue
-            record = torch.load(path, weights_only=False)
-            carry_path = path.with_name(path.stem + ".carry.pt")
-            carry = torch.load(carry_path, weights_only=False) if carry_path.is_file() else None
+            record = self._load(name)
+            carry_name = name[: -len(".pt")] + ".carry.pt"
+            carry = self._load(carry_name) if carry_name in files else None
             steps[tuple(record["key"])] = make_step(record, carry)
         return steps
+
+    # -- clean-up --------------------------------------------------------------------------------
+    def referenced_offload_files(self) -> set[str]:
+        files = (self.index or {}).get("files", {})
+        return {str(Path(p).resolve()) for entry in files.values() for p in (entry.get("offload") or {})}
+
+    def remove_orphans(self) -> list[Path]:
+        """Delete files in ``states/`` that the index does not name (a killed job's half-saved state)."""
+        removed = []
+        if self.dir.is_dir():
+            known = set((self.index or {}).get("files", {})) | {INDEX}
+            for path in self.dir.iterdir():
+                if path.is_file() and (path.name not in known or is_tmp(path)):
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+        return removed

@@ -2,20 +2,25 @@
 
 A state folder holds ``sensitivity.safetensors`` (the accumulated G of every pruned linear, fp32)
 and ``state.json`` (format, method options, the datasets seen so far, the model's name, a SHA-256 of
-its dense prunable weights, and every layer's shape). Loading it onto a different model, or a model
-whose shapes or weights differ, fails with a message saying what differs.
+its dense prunable weights, every layer's shape, the size and SHA-256 of ``sensitivity.safetensors``,
+and a checksum of itself). Loading it fails with a message saying what differs when the folder is
+damaged, belongs to another model (name, layers, shapes, weights), or was accumulated with other
+COPAL options (granularity, group, perturbation, epsilon).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-FORMAT = "copal_exp.continual_state/1"
+from copal_exp.errors import IntegrityError, StateError
+from copal_exp.storage import read_json, sha256_file, storage_error, tmp_path, verify_file, write_json
+
+FORMAT = "copal_exp.continual_state/2"
 
 
 def model_identity(name: str, dense_weights: dict[str, torch.Tensor]) -> dict[str, Any]:
@@ -28,42 +33,81 @@ def model_identity(name: str, dense_weights: dict[str, torch.Tensor]) -> dict[st
             "shapes": {layer: list(w.shape) for layer, w in dense_weights.items()}}
 
 
+#: COPAL options that change what G means or how it adds up; a loaded state must agree on each
+G_OPTIONS = ("granularity", "group", "perturbation", "epsilon")
+SENSITIVITY = "sensitivity.safetensors"
+
+
 def export_state(path: str | Path, method_state: dict[str, Any], identity: dict[str, Any],
                  history: list[str], method_options: dict[str, Any]) -> Path:
+    """Write the folder: ``sensitivity.safetensors``, then ``state.json`` (with its checksum) as the commit."""
     from safetensors.torch import save_file
+
+    from copal_exp.offload import materialize
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    from copal_exp.offload import materialize
-
     tensors = {name: materialize(g).contiguous() for name, g in method_state["sensitivity"].items()}
-    save_file(tensors, str(out / "sensitivity.safetensors"))
+    target = out / SENSITIVITY
+    tmp = tmp_path(target)
+    try:
+        save_file(tensors, str(tmp))
+        entry = {"sha256": sha256_file(tmp), "bytes": tmp.stat().st_size}
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise storage_error(target, exc) from exc
     meta = {"format": FORMAT, "method": "copal", "method_options": method_options,
-            "steps_seen": int(method_state["steps_seen"]), "datasets_seen": list(history), "model": identity}
-    (out / "state.json").write_text(json.dumps(meta, indent=2))
+            "steps_seen": int(method_state["steps_seen"]), "datasets_seen": list(history), "model": identity,
+            "files": {SENSITIVITY: entry}}
+    write_json(out / "state.json", meta)
     return out
 
 
-def load_state(path: str | Path, identity: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(method_state, metadata)`` from an exported folder, after checking it belongs to this model."""
+def load_state(path: str | Path, identity: dict[str, Any],
+               method_options: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(method_state, metadata)`` from an exported folder, after checking that it is intact, belongs to
+    this model (name, layers, shapes, dense weights) and was made with the same COPAL options."""
     from safetensors.torch import load_file
 
     folder = Path(path)
     meta_path = folder / "state.json"
+    recover = f"Re-export it (state.export=DIR) from the run that made it, or start without state.load."
     if not meta_path.is_file():
-        raise FileNotFoundError(f"state.load={path}: no state.json there (export one with state.export=DIR)")
-    meta = json.loads(meta_path.read_text())
+        raise StateError(f"state.load={path}: no state.json there (export one with state.export=DIR)")
+    meta = read_json(meta_path, recover)
     if meta.get("format") != FORMAT:
-        raise ValueError(f"state.load={path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+        raise StateError(f"state.load={path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    saved_options = meta.get("method_options") or {}
+    differ = [f"{k}: {saved_options.get(k)!r} (saved) → {(method_options or {}).get(k)!r} (this run)"
+              for k in G_OPTIONS if method_options is not None and saved_options.get(k) != method_options.get(k)]
+    if differ:
+        raise StateError(f"state.load={path}: its G was accumulated with other COPAL options, and adding to it would "
+                         "mix two meanings of G: " + "; ".join(differ)
+                         + ". Run with the saved options (method.<key>=...) or start without state.load.")
     saved = meta["model"]
     if saved["name"] != identity["name"]:
-        raise ValueError(f"state.load={path}: saved for model {saved['name']!r}, this run uses {identity['name']!r}")
+        raise StateError(f"state.load={path}: saved for model {saved['name']!r}, this run uses {identity['name']!r}")
     if saved["shapes"] != identity["shapes"]:
         diff = sorted(k for k in set(saved["shapes"]) | set(identity["shapes"])
                       if saved["shapes"].get(k) != identity["shapes"].get(k))[:3]
-        raise ValueError(f"state.load={path}: layer shapes differ from this model's (e.g. {diff})")
+        raise StateError(f"state.load={path}: layer shapes differ from this model's (e.g. {diff})")
     if saved["weights_sha256"] != identity["weights_sha256"]:
-        raise ValueError(f"state.load={path}: saved for different dense weights of {saved['name']} "
+        raise StateError(f"state.load={path}: saved for different dense weights of {saved['name']} "
                          f"(sha256 {saved['weights_sha256'][:12]}…, this model {identity['weights_sha256'][:12]}…)")
-    sensitivity = load_file(str(folder / "sensitivity.safetensors"))
+    target = folder / SENSITIVITY
+    verify_file(target, meta["files"][SENSITIVITY], recover)
+    try:
+        sensitivity = load_file(str(target))
+    except Exception as exc:  # noqa: BLE001
+        raise IntegrityError(f"{target} cannot be read ({type(exc).__name__}: {exc}). {recover}") from None
+    missing = sorted(set(identity["shapes"]) - set(sensitivity))
+    extra = sorted(set(sensitivity) - set(identity["shapes"]))
+    if missing or extra:
+        raise StateError(f"state.load={path}: {target.name} does not hold exactly this model's pruned layers: "
+                         f"missing {missing[:3]}{' …' if len(missing) > 3 else ''} ({len(missing)}), "
+                         f"extra {extra[:3]}{' …' if len(extra) > 3 else ''} ({len(extra)})")
+    wrong = [k for k, g in sensitivity.items() if list(g.shape) != identity["shapes"][k]]
+    if wrong:
+        raise StateError(f"state.load={path}: G has the wrong shape for {wrong[:3]}")
     return {"sensitivity": sensitivity, "steps_seen": meta["steps_seen"]}, meta

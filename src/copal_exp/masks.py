@@ -24,16 +24,20 @@ class Pattern:
 
     @classmethod
     def parse(cls, kind: str, ratio: float | None = None, n: int | None = None, m: int | None = None) -> "Pattern":
+        from copal_exp.values import integer, number
+
         if kind == "unstructured":
-            if ratio is None or not 0.0 < float(ratio) < 1.0:
+            ratio = number(ratio, "sparsity.ratio")
+            if not 0.0 < ratio < 1.0:
                 raise ValueError(f"sparsity.ratio={ratio!r}: must lie strictly between 0 and 1")
-            return cls("unstructured", ratio=float(ratio))
+            return cls("unstructured", ratio=ratio)
         if kind == "nm":
-            if n is None or m is None or int(n) < 1 or int(n) >= int(m):
+            n, m = integer(n, "sparsity.n"), integer(m, "sparsity.m")
+            if n < 1 or n >= m:
                 raise ValueError(
                     f"sparsity.n={n!r}, sparsity.m={m!r}: N:M keeps N of every M weights and needs 1 <= N < M"
                 )
-            return cls("nm", ratio=1.0 - int(n) / int(m), n=int(n), m=int(m))
+            return cls("nm", ratio=1.0 - n / m, n=n, m=m)
         raise ValueError(f"sparsity.pattern={kind!r}: allowed values are 'unstructured', 'nm'")
 
     @property

@@ -117,6 +117,15 @@ def resolve_path(cfg: dict[str, Any]) -> str:
     return str(cfg["name_or_path"])
 
 
+def load_tokenizer(cfg: dict[str, Any]):
+    """The model's tokenizer alone (cheap): data can be loaded and checked before the model's weights."""
+    if cfg["source"] == "tiny":
+        return ByteTokenizer()
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_path(cfg), revision=cfg.get("revision"))
+
+
 def load_model(cfg: dict[str, Any]):
     """Return ``(model, tokenizer)`` for a ``model`` config group entry; the model is in eval mode on CPU."""
     if cfg["source"] == "tiny":

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 import platform
 from pathlib import Path
 from typing import Any
+
+from copal_exp.storage import write_text
 
 RESULTS_FILE = "results.json"
 MATRICES_FILE = "ppl_matrices.csv"
@@ -26,17 +28,30 @@ def library_versions() -> dict[str, str]:
     return out
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def _protect_complete(path: Path, results: dict[str, Any]) -> None:
+    """A complete ``results.json`` is replaced only by a complete one of the same configuration."""
+    from copal_exp.config import result_config
+    from copal_exp.errors import JobDirError
+
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # damaged: nothing trustworthy to protect
+    if not isinstance(old, dict) or old.get("status") != "complete":
+        return
+    same = result_config(old.get("config") or {}) == result_config(results.get("config") or {})
+    if results.get("status") != "complete" or not same:
+        raise JobDirError(f"{path} holds complete results; refusing to replace them with "
+                          f"{'another configuration' if not same else repr(results.get('status'))}'s record")
 
 
 def write_results(results: dict[str, Any], out_dir: str | Path) -> Path:
     """Write ``results.json`` and ``ppl_matrices.csv`` atomically (safe to call after every step)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out / RESULTS_FILE, json.dumps(results, indent=2, default=str))
+    _protect_complete(out / RESULTS_FILE, results)
+    write_text(out / RESULTS_FILE, json.dumps(results, indent=2, default=str))
     cfg = results.get("config", {})
     method = cfg.get("method", {})
     rows = []
@@ -47,12 +62,11 @@ def write_results(results: dict[str, Any], out_dir: str | Path) -> Path:
                              "pattern": results.get("sparsity", {}).get("pattern", ""),
                              "order": ">".join(perm["order"]), "step": t + 1, "step_dataset": perm["order"][t],
                              "dataset": name, "ppl": ppl})
-    tmp = out / (MATRICES_FILE + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, out / MATRICES_FILE)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out / MATRICES_FILE, text.getvalue())
     return out / RESULTS_FILE
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from contextlib import nullcontext
@@ -22,6 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from copal_exp.checkpoint import StateStore
+from copal_exp.errors import IntegrityError
+from copal_exp.storage import read_json, write_json
 from copal_exp.config import Settings
 from copal_exp.data import DatasetSplits, load_dataset_splits
 from copal_exp.data.sources import default_root
@@ -108,11 +109,28 @@ def dense_cache_path(s: Settings, data: dict[str, DatasetSplits], device: str):
     return cache_root() / "dense" / f"{s.model['name']}-{digest.hexdigest()[:20]}.json"
 
 
+def read_dense_cache(cache: Path) -> dict[str, float] | None:
+    """Dense perplexities from the shared cache; a damaged entry is reported, removed and recomputed."""
+    if not cache.is_file():
+        return None
+    try:
+        return read_json(cache, "")["dense_ppl"]
+    except (IntegrityError, KeyError) as exc:
+        log.warning("ignoring the damaged dense-cache entry %s (%s); recomputing it", cache, exc)
+        cache.unlink(missing_ok=True)
+        return None
+
+
 def discard_files(method_state: dict[str, Any] | None) -> None:
     """Remove the on-disk tensors (offload=disk) of a method state nothing will start from again."""
     for handle in ((method_state or {}).get("sensitivity") or {}).values():
         if isinstance(handle, str):
             Path(handle).unlink(missing_ok=True)
+
+
+def offload_folder(configured: str | None, job_dir: Path | None) -> Path:
+    """``run.offload.dir``, or ``<job dir>/offload`` (the job's own, cleaned of a killed run's files)."""
+    return Path(configured).expanduser() if configured else (job_dir or Path.cwd()) / "offload"
 
 
 def token_cache_dir(enabled: bool):
@@ -127,10 +145,28 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def load_job_data(s: Settings, tokenizer) -> tuple[dict[str, DatasetSplits], str | None]:
+    """Every dataset of the job, tokenised and cut (needs only the tokenizer: runs before the model loads)."""
+    d, prunes = s.data, s.method != "dense"
+    root = d.get("root")
+    if root is None and (root := default_root()) is not None:
+        log.info("data.root is unset: using %s", root)
+    data = {
+        name: load_dataset_splits(
+            name, tokenizer, root=root, nsamples=int(d["nsamples"]), seqlen=int(d["seqlen"]),
+            seed=int(d["seed"]), max_windows=s.eval.get("max_windows"), hub=d.get("hub"),
+            use_hub=bool(d.get("use_hub", True)), with_calibration=prunes, demo_root=d.get("demo_root"),
+            token_cache=token_cache_dir(d.get("token_cache", True)),
+        )
+        for name in s.datasets
+    }
+    return data, str(root) if root else None
+
+
 class Experiment:
     """One Hydra job: a model, a method, a pattern and one or more dataset orders."""
 
-    def __init__(self, settings: Settings, model, tokenizer, on_progress=None, job_dir=None,
+    def __init__(self, settings: Settings, model, tokenizer, on_progress=None, store: StateStore | None = None,
                  initial_state: dict[str, Any] | None = None, keep_final_state: bool = False):
         self.s = settings
         self.model = model
@@ -142,27 +178,15 @@ class Experiment:
         self._sizes: dict[str, int] = {}
         self.results: dict[str, Any] = {}
         self.steps: dict[tuple, StepResult] = {}
-        self.store = StateStore(job_dir, settings.resolved) if job_dir is not None else None
+        self.store = store
         self.initial_state = initial_state or {}
         self.keep_final_state = keep_final_state
         self.method = None
 
     # -- data -----------------------------------------------------------------------------------
     def load_data(self) -> dict[str, DatasetSplits]:
-        d, prunes = self.s.data, self.s.method != "dense"
-        root = d.get("root")
-        if root is None and (root := default_root()) is not None:
-            log.info("data.root is unset: using %s", root)
-        self.data_root = str(root) if root else None
-        return {
-            name: load_dataset_splits(
-                name, self.tokenizer, root=root, nsamples=int(d["nsamples"]), seqlen=int(d["seqlen"]),
-                seed=int(d["seed"]), max_windows=self.s.eval.get("max_windows"), hub=d.get("hub"),
-                use_hub=bool(d.get("use_hub", True)), with_calibration=prunes, demo_root=d.get("demo_root"),
-                token_cache=token_cache_dir(d.get("token_cache", True)),
-            )
-            for name in self.s.datasets
-        }
+        data, self.data_root = load_job_data(self.s, self.tokenizer)
+        return data
 
     def evaluate_all(self, data: dict[str, DatasetSplits], label: str) -> dict[str, float]:
         ppl = {}
@@ -180,11 +204,14 @@ class Experiment:
         return ppl
 
     # -- protocol -------------------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
+    def run(self, data: dict[str, DatasetSplits] | None = None, data_root: str | None = None) -> dict[str, Any]:
+        """Run the protocol on ``data`` (as :func:`load_job_data` gives it; loaded here when not given)."""
         s = self.s
         t0 = time.perf_counter()
-        with self.timer("data"):
-            data = self.load_data()
+        self.data_root = data_root
+        if data is None:
+            with self.timer("data"):
+                data = self.load_data()
         results = self.results
         results.update({
             "status": "running",
@@ -198,18 +225,15 @@ class Experiment:
         results["dense_cache"] = "job"
         if dense_ppl is None:
             cache = dense_cache_path(s, data, self.device) if s.run.get("dense_cache", True) else None
-            if cache is not None and cache.is_file():
-                dense_ppl = json.loads(cache.read_text())["dense_ppl"]
+            dense_ppl = read_dense_cache(cache) if cache is not None else None
+            if dense_ppl is not None:
                 results["dense_cache"] = f"hit: {cache}"
                 log.info("dense perplexities from the cache %s", cache)
             else:
                 dense_ppl = self.evaluate_all(data, "dense")
                 results["dense_cache"] = "computed"
                 if cache is not None:
-                    cache.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = cache.with_name(cache.name + f".{os.getpid()}.tmp")
-                    tmp.write_text(json.dumps({"dense_ppl": dense_ppl, "model": s.model}))
-                    os.replace(tmp, cache)
+                    write_json(cache, {"dense_ppl": dense_ppl, "model": s.model})
             if self.store:
                 self.store.save_dense(dense_ppl)
         results["dense_ppl"] = dense_ppl
@@ -238,7 +262,7 @@ class Experiment:
         plan = make_plan(s.orders, carries_state, bool(s.run.get("planner", True)))
         method = self.method = build_method(s.method, s.pattern, **s.method_options)
         offload = s.run.get("offload") or {}
-        offload_dir = Path(offload.get("dir") or (self.store.dir.parent if self.store else Path.cwd()) / "offload")
+        offload_dir = offload_folder(offload.get("dir"), self.store.dir.parent if self.store else None)
         activations = Offloader(offload.get("activations", "cpu"), self.device, offload_dir / "activations")
         if hasattr(method, "offload"):
             method.offload = Offloader(offload.get("sensitivity", "cpu"), self.device, offload_dir / "sensitivity")

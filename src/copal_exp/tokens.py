@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import logging
 from pathlib import Path
 
 import torch
+
+from copal_exp.storage import save_torch
+
+log = logging.getLogger(__name__)
 
 
 class ByteTokenizer:
@@ -44,11 +48,30 @@ def encode_cached(tokenizer, text: str, label: str, cache_dir: Path | None) -> t
         return encode(tokenizer, text)
     digest = hashlib.sha256(tokenizer_id(tokenizer).encode() + b"\0" + text.encode("utf-8")).hexdigest()[:24]
     path = Path(cache_dir) / f"{label}-{digest}.pt"
-    if path.is_file():
-        return torch.load(path).long()
+    cached = _read_token_cache(path)
+    if cached is not None:
+        return cached
     ids = encode(tokenizer, text)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    torch.save(ids.to(torch.int32), tmp)
-    os.replace(tmp, path)
+    stored = ids.to(torch.int32)
+    save_torch({"ids": stored, "sha256": _ids_digest(stored)}, path)
     return ids
+
+
+def _ids_digest(ids: torch.Tensor) -> str:
+    return hashlib.sha256(ids.contiguous().numpy().tobytes()).hexdigest()
+
+
+def _read_token_cache(path: Path) -> torch.Tensor | None:
+    """Token ids from the cache, or ``None`` (absent, or damaged: reported, removed and re-tokenised)."""
+    if not path.is_file():
+        return None
+    try:
+        entry = torch.load(path, weights_only=True)
+        if _ids_digest(entry["ids"]) == entry["sha256"]:
+            return entry["ids"].long()
+        problem = "its checksum does not match"
+    except Exception as exc:  # noqa: BLE001 - a damaged cache entry is recomputed, whatever the damage
+        problem = f"{type(exc).__name__}: {exc}"
+    log.warning("ignoring the damaged token-cache entry %s (%s); tokenising again", path, problem)
+    path.unlink(missing_ok=True)
+    return None

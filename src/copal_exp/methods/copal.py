@@ -13,6 +13,7 @@ import torch
 
 from copal_exp.masks import select_mask
 from copal_exp.offload import Offloader
+from copal_exp.values import number
 from copal_exp.methods.registry import PruningMethod, register
 
 GRANULARITIES = ("segment", "token")
@@ -55,6 +56,8 @@ class Copal(PruningMethod):
             raise ValueError(f"method.group={self.config['group']!r}: allowed values are {GROUPS}")
         if self.config["perturbation"] != "relative":
             raise ValueError(f"method.perturbation={self.config['perturbation']!r}: allowed values are ('relative',)")
+        # ε only scales G, but 0 or NaN would make every score 0 or NaN: a meaningless mask
+        self.config["epsilon"] = number(self.config["epsilon"], "method.epsilon", positive=True)
         #: accumulated sensitivity G per pruned linear: a tensor (CPU or device) or a safetensors path
         self.sensitivity: dict[str, object] = {}
         self.offload = Offloader("cpu")

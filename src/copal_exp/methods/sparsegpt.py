@@ -11,6 +11,7 @@ import logging
 import torch
 
 from copal_exp.masks import Pattern, nm_mask, prune_count
+from copal_exp.values import integer, number
 from copal_exp.methods.registry import PruningMethod, register
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,11 @@ def sparsify_weight(
 @register("sparsegpt")
 class SparseGPT(PruningMethod):
     options = {"blocksize": 128, "percdamp": 0.01}
+
+    def __init__(self, pattern, **options):
+        super().__init__(pattern, **options)
+        self.config["blocksize"] = integer(self.config["blocksize"], "method.blocksize", minimum=1)
+        self.config["percdamp"] = number(self.config["percdamp"], "method.percdamp", positive=True)
 
     def new_statistics(self, weight):
         d_in = weight.shape[1]
