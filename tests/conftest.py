@@ -39,3 +39,15 @@ def compose(overrides: list[str]):
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=overrides)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_wandb_state():
+    """W&B's per-process memory (turned off after a failure, server reachability) starts empty in every test."""
+    from copal_exp import tracking
+
+    tracking._disabled = None
+    tracking._reachable.clear()
+    yield
+    tracking._disabled = None
+    tracking._reachable.clear()

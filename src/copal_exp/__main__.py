@@ -72,11 +72,7 @@ def run_job(cfg: DictConfig, out_dir: str | Path, hydra_cfg: DictConfig | None =
     with JobLock(out_dir), sigterm_interrupts():
         store = StateStore(out_dir)
         check_configuration(out_dir, settings.resolved, store.config)  # refuses before anything is written
-        done = completed_results(out_dir)
-        if done is not None:
-            log.info("%s already holds the complete results of this configuration: nothing to do", out_dir)
-            return done
-        if hydra_cfg is not None:
+        if hydra_cfg is not None and completed_results(out_dir) is None:
             write_hydra_files(out_dir, cfg, hydra_cfg)
         store.initialise(settings.resolved)
         removed = store.remove_orphans() + remove_temporary_files(out_dir)
@@ -85,6 +81,10 @@ def run_job(cfg: DictConfig, out_dir: str | Path, hydra_cfg: DictConfig | None =
         if removed:
             log.info("removed %d file(s) left by an interrupted run: %s", len(removed),
                      ", ".join(str(p) for p in removed[:5]) + (" …" if len(removed) > 5 else ""))
+        done = completed_results(out_dir)
+        if done is not None:
+            log.info("%s already holds the complete results of this configuration: nothing to do", out_dir)
+            return done
         return _run(settings, out_dir, store)
 
 
@@ -143,6 +143,14 @@ def _run(settings, out_dir: Path, store: StateStore) -> dict:
     return results
 
 
+def _to_log_files(level: int, message: str) -> None:
+    """Record ``message`` in the job's log file only (the console gets it once, on stderr)."""
+    record = log.makeRecord(log.name, level, __file__, 0, "%s", (message,), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def hydra_entry(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
@@ -152,7 +160,7 @@ def hydra_entry(cfg: DictConfig) -> None:
     except UserError as exc:  # a message the user can act on; the traceback only with HYDRA_FULL_ERROR=1
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        log.error("%s", exc)
+        _to_log_files(logging.ERROR, str(exc))
         print(f"Error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as exc:

@@ -113,7 +113,7 @@ def check_configuration(job_dir: Path, resolved: dict[str, Any], saved: dict[str
         if diff:
             raise JobDirError(
                 f"{job_dir} holds the states of a different configuration (recorded in its {what}); this run "
-                f"differs in {len(diff)} key(s):\n  " + "\n  ".join(diff) + "\nNothing in that directory was "
+                f"differs in {len(diff)} key(s):\n  " + "\n  ".join(diff) + "\nIts results and states were not "
                 "changed. Re-run with the recorded values to resume or extend it, or give this run another output "
                 "directory (hydra.run.dir=... / hydra.sweep.dir=...) to start afresh.")
 

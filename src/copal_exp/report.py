@@ -35,22 +35,49 @@ def pattern_label(results: dict[str, Any]) -> str:
     return f"{sp['n']}:{sp['m']}" if sp["pattern"] == "nm" else f"unstructured {sp['ratio']:.0%}"
 
 
-def collect(sweep: Path, merge: bool = True) -> list[dict[str, Any]]:
-    """Every complete job under ``sweep``; per-permutation jobs (``order.index``) merged into one run."""
+def collect(sweep: Path, merge: bool = True, skipped: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+    """Every complete job under ``sweep``; per-permutation jobs (``order.index``) merged into one run.
+
+    Jobs that cannot be reported (damaged file, failed, interrupted or still running) are left out and,
+    when ``skipped`` is a list, appended to it as ``(job directory, reason)``.
+    """
+    skipped = [] if skipped is None else skipped
     runs = []
-    for path in sorted(sweep.rglob(RESULTS_FILE)):
-        results = json.loads(path.read_text())
-        if results.get("status") == "complete":
-            results["_path"] = str(path.parent)
-            runs.append(results)
+    for path in sorted(Path(sweep).rglob(RESULTS_FILE)):
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            skipped.append((str(path.parent), f"{RESULTS_FILE} cannot be read ({type(exc).__name__}: {exc})"))
+            continue
+        status = results.get("status") if isinstance(results, dict) else None
+        if status != "complete":
+            reasons = {"failed": f"failed: {results.get('error', 'no error recorded')}" if status == "failed" else "",
+                       "interrupted": "interrupted (re-run the same command to resume it)",
+                       "running": "still running (or killed: re-run the same command to resume it)"}
+            skipped.append((str(path.parent), reasons.get(status) or f"status {status!r}, not complete"))
+            continue
+        missing = [k for k in ("config", "datasets", "dense_ppl", "permutations", "summary") if k not in results]
+        if missing:
+            skipped.append((str(path.parent), f"complete but lacks {missing} (written by another program?)"))
+            continue
+        results["_path"] = str(path.parent)
+        runs.append(results)
     return merge_permutation_jobs(runs) if merge else runs
 
 
+def model_name(results: dict[str, Any]) -> str:
+    return str(results["config"]["model"].get("name"))
+
+
+def datasets_label(results: dict[str, Any]) -> str:
+    return ",".join(results["datasets"])
+
+
 def _signature(results: dict[str, Any]) -> str:
-    cfg = json.loads(json.dumps(results["config"]))
+    from copal_exp.config import result_config
+
+    cfg = result_config(results["config"])
     cfg["order"]["index"] = None
-    cfg.pop("logger", None)
-    cfg.get("run", {}).pop("progress", None)
     return json.dumps(cfg, sort_keys=True)
 
 
@@ -87,22 +114,38 @@ def merge_permutation_jobs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def comparison_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per job; ``model`` and ``datasets`` columns when the jobs differ in them; a dense row per
+    model and dataset list, from that model's own dense perplexities, unless a dense job is there."""
     rows = []
-    dense_seen = False
+    dense_jobs = set()
     for r in runs:
         s = r["summary"]
         dense = r["config"]["method"]["name"] == "dense"
-        dense_seen = dense_seen or dense
+        if dense:
+            dense_jobs.add((model_name(r), datasets_label(r)))
         ws = r.get("weight_stasis") and not dense
         a_bwt, m_bwt = ("WS", "WS") if ws else (None, None) if dense else (s["a_bwt"], s["m_bwt"])
-        rows.append({"method": run_label(r), "pattern": pattern_label(r),
-                     "a_bwt": a_bwt, "m_bwt": m_bwt,
+        rows.append({"model": model_name(r), "datasets": datasets_label(r), "method": run_label(r),
+                     "pattern": pattern_label(r), "a_bwt": a_bwt, "m_bwt": m_bwt,
                      "a_ppl": s["a_ppl"], "m_ppl": s["m_ppl"], "orders": len(r["permutations"])})
-    if runs and not dense_seen:  # every job measured the dense model too
-        dense = runs[0]["dense_ppl"]
-        rows.insert(0, {"method": "dense", "pattern": "-", "a_bwt": None, "m_bwt": None,
-                        "a_ppl": sum(dense.values()) / len(dense), "m_ppl": max(dense.values()), "orders": 0})
-    return pd.DataFrame(rows)
+    dense_rows = []
+    for r in runs:  # every job measured its dense model too
+        group = (model_name(r), datasets_label(r))
+        if group in dense_jobs:
+            continue
+        dense_jobs.add(group)
+        dense = r["dense_ppl"]
+        dense_rows.append({"model": group[0], "datasets": group[1], "method": "dense", "pattern": "-", "a_bwt": None,
+                           "m_bwt": None, "a_ppl": sum(dense.values()) / len(dense), "m_ppl": max(dense.values()),
+                           "orders": 0})
+    frame = pd.DataFrame(dense_rows + rows)
+    if frame.empty:
+        return frame
+    frame = frame.sort_values(["model", "datasets"], kind="stable").reset_index(drop=True)
+    for column in ("model", "datasets"):
+        if frame[column].nunique() <= 1:
+            frame = frame.drop(columns=column)
+    return frame
 
 
 def _pm(mean, std) -> str:
@@ -112,7 +155,8 @@ def _pm(mean, std) -> str:
 def table1(runs: list[dict[str, Any]]) -> pd.DataFrame:
     """Paper Table 1: BWT per method and init, ``WS`` where the masks never moved after step 1."""
     frame = comparison_table(runs)
-    return frame[frame["method"] != "dense"][["method", "pattern", "a_bwt", "m_bwt"]].reset_index(drop=True)
+    columns = [c for c in ("model", "datasets", "method", "pattern", "a_bwt", "m_bwt") if c in frame.columns]
+    return frame[frame["method"] != "dense"][columns].reset_index(drop=True)
 
 
 def table2(runs: list[dict[str, Any]]) -> pd.DataFrame:
@@ -258,9 +302,10 @@ def heatmaps(runs: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def write_table(frame: pd.DataFrame, sweep: Path, name: str) -> str:
+def write_table(frame: pd.DataFrame, sweep: Path, name: str, skipped: list[tuple[str, str]] = ()) -> str:
     md = to_markdown(frame)
-    (sweep / f"{name}.md").write_text(md + "\n")
+    note = "".join(f"\n- skipped {where}: {why}" for where, why in skipped)
+    (sweep / f"{name}.md").write_text(md + ("\n\nJobs not in this table:" + note if note else "") + "\n")
     (sweep / f"{name}.tex").write_text(to_latex(frame) + "\n")
     frame.to_csv(sweep / f"{name}.csv", index=False)
     return md
@@ -273,17 +318,26 @@ def main(argv: list[str] | None = None) -> None:
                         help="which table or figure of the paper to build (default: the comparison table + heatmap)")
     parser.add_argument("--no-figures", action="store_true", help="skip the heatmap PNG")
     args = parser.parse_args(argv)
-    runs = collect(args.sweep)
+    if not args.sweep.exists():
+        raise SystemExit(f"{args.sweep}: no such directory (give a sweep or job directory holding {RESULTS_FILE} files)")
+    if not args.sweep.is_dir():
+        raise SystemExit(f"{args.sweep} is a file: give the directory that holds it (e.g. {args.sweep.parent})")
+    skipped: list[tuple[str, str]] = []
+    runs = collect(args.sweep, skipped=skipped)
+    if skipped:
+        print(f"skipped {len(skipped)} job(s):")
+        for where, why in skipped:
+            print(f"  {where}: {why}")
     if not runs:
         raise SystemExit(f"no complete {RESULTS_FILE} under {args.sweep}")
     if args.kind in FIGURES:
         x_key, x_label = FIGURES[args.kind]
         frame, png = bwt_curve(runs, x_key, x_label, args.sweep / f"{args.kind}.png")
-        print(write_table(frame, args.sweep, args.kind))
+        print(write_table(frame, args.sweep, args.kind, skipped))
         print(f"figure: {png}")
         return
     name = "report" if args.kind == "comparison" else args.kind
-    print(write_table(TABLES[args.kind](runs), args.sweep, name))
+    print(write_table(TABLES[args.kind](runs), args.sweep, name, skipped))
     if args.kind == "table2":
         print("paper_*: LLaMA-7B, COPAL paper Table 2 (global-init baselines)")
     if args.kind == "comparison" and not args.no_figures:

@@ -3,7 +3,10 @@ logged as a warning and the job carries on without W&B.
 
 One W&B run per Hydra job. Runs of one sweep share a ``group`` (the sweep directory's name),
 ``job_type`` is the method, tags carry model, sparsity pattern and init. Offline unless an API key
-is configured (``WANDB_API_KEY`` or ``wandb login``), or ``logger.mode`` says otherwise.
+is configured (``WANDB_API_KEY`` or ``wandb login``), or ``logger.mode`` says otherwise. An online run first
+makes one quick TCP connection to the server (once per process): an unreachable server costs seconds
+and the run logs offline instead. If ``wandb.init`` fails, W&B stays off for the rest of the process's
+jobs (a sweep on the basic launcher runs them all in one process).
 """
 
 from __future__ import annotations
@@ -14,6 +17,34 @@ from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+#: why W&B was turned off in this process (the first failure turns it off for every later job of the sweep)
+_disabled: str | None = None
+#: whether the W&B server answered a TCP connection, per ``host:port`` (checked once per process)
+_reachable: dict[str, bool] = {}
+CONNECT_TIMEOUT = 3.0
+
+
+def server_address() -> tuple[str, int]:
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai")
+    return url.hostname or "api.wandb.ai", url.port or (443 if url.scheme == "https" else 80)
+
+
+def reachable(host: str, port: int, timeout: float = CONNECT_TIMEOUT) -> bool:
+    """One quick TCP connection to the W&B server, remembered for the rest of the process."""
+    import socket
+
+    key = f"{host}:{port}"
+    if key not in _reachable:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            _reachable[key] = True
+        except OSError:
+            _reachable[key] = False
+    return _reachable[key]
 
 
 def _has_api_key() -> bool:
@@ -35,12 +66,22 @@ class NullLogger:
 
 class WandbLogger(NullLogger):
     def __init__(self, cfg: dict[str, Any], config: dict[str, Any], out_dir: Path):
+        global _disabled
         self.run = None
         self.logged: set[int] = set()
+        if _disabled is not None:
+            log.warning("W&B stays off for this job (it failed earlier in this process: %s); local results are "
+                        "unaffected", _disabled)
+            return
         try:
             import wandb
 
             mode = cfg.get("mode") or os.environ.get("WANDB_MODE") or ("online" if _has_api_key() else "offline")
+            if mode == "online" and not reachable(*server_address()):
+                host, port = server_address()
+                log.warning("W&B server %s:%d is unreachable: logging offline in %s (upload later with `wandb sync`)",
+                            host, port, out_dir / "wandb")
+                mode = "offline"
             method = config["method"]
             init = method.get("init", "global")
             sparsity = config["sparsity"]
@@ -57,7 +98,9 @@ class WandbLogger(NullLogger):
             self.wandb = wandb
             log.info("W&B run %s (%s mode) in group %s", self.run.id, mode, group)
         except Exception as exc:  # noqa: BLE001 - W&B must never fail the job
-            log.warning("W&B disabled for this job (%s: %s); local results are unaffected", type(exc).__name__, exc)
+            _disabled = f"{type(exc).__name__}: {exc}"
+            log.warning("W&B disabled for this job and the rest of this process's jobs (%s); local results are "
+                        "unaffected", _disabled)
             self.run = None
 
     def _guard(self, what: str, fn) -> None:

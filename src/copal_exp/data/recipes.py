@@ -15,6 +15,7 @@ import torch
 
 from copal_exp.data.demo_suite import DEMO_DATASETS
 from copal_exp.data.sources import TextSource, load_text
+from copal_exp.errors import DataError
 from copal_exp.tokens import encode, encode_cached
 
 #: how the rows of each split are joined before tokenisation
@@ -41,20 +42,32 @@ def calibration_segments(source: TextSource, dataset: str, tokenizer, nsamples: 
     random.seed(seed)
     segments = []
     if dataset == "c4":
+        where = (source.provenance or {}).get("location", "c4 calibration documents")
+        # a document can tokenise to more than seqlen tokens only if it has more than seqlen - 2 UTF-8 bytes
+        # (a token spans at least one byte; BOS/EOS may be added): count the candidates before drawing
+        candidates = {i for i, row in enumerate(source.rows) if len(row.encode("utf-8")) + 2 > seqlen}
+        lengths: dict[int, torch.Tensor] = {}  # token ids of every document drawn so far (same draws, no re-tokenising)
+        too_short = 0
         for _ in range(nsamples):
-            for _attempt in range(100 * max(len(source.rows), 1)):
-                ids = encode(tokenizer, source.rows[random.randint(0, len(source.rows) - 1)])
+            while True:
+                if too_short == len(candidates):
+                    raise DataError(f"c4 calibration split: none of the {len(source.rows)} documents in {where} has more "
+                                    f"than data.seqlen={seqlen} tokens, so no segment can be cut; lower data.seqlen "
+                                    "or provide the full C4 shard")
+                i = random.randint(0, len(source.rows) - 1)
+                if i not in lengths:
+                    lengths[i] = encode(tokenizer, source.rows[i]) if i in candidates else torch.empty(0, dtype=torch.long)
+                    too_short += i in candidates and lengths[i].numel() <= seqlen
+                ids = lengths[i]
                 if ids.numel() > seqlen:
                     break
-            else:
-                raise ValueError(f"c4 calibration: no document has more than data.seqlen={seqlen} tokens")
             j = random.randint(0, ids.numel() - seqlen - 1)
             segments.append(ids[j : j + seqlen])
     else:
         ids = encode_cached(tokenizer, JOINERS[(dataset, "calibration")].join(source.rows), f"{dataset}-calibration",
                             token_cache)
         if ids.numel() < nsamples * seqlen + 1:
-            raise ValueError(
+            raise DataError(
                 f"{dataset} calibration text has {ids.numel()} tokens, too short for data.nsamples={nsamples} × "
                 f"data.seqlen={seqlen} = {nsamples * seqlen}: lower data.nsamples or data.seqlen"
             )
@@ -79,7 +92,7 @@ def evaluation_windows(ids: torch.Tensor, seqlen: int, max_windows: int | None =
     if max_windows is not None:
         n = min(n, int(max_windows))
     if n < 1:
-        raise ValueError(f"evaluation text has {ids.numel()} tokens, fewer than data.seqlen={seqlen}")
+        raise DataError(f"evaluation text has {ids.numel()} tokens, fewer than data.seqlen={seqlen}")
     return ids[: n * seqlen].reshape(n, seqlen)
 
 

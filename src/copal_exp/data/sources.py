@@ -10,13 +10,15 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
-
 from copal_exp.data.demo_suite import DEMO_DATASETS
+from copal_exp.errors import DataError
+
+log = logging.getLogger(__name__)
 
 PAPER_DATASETS = ("wikitext2", "ptb", "c4")
 KNOWN_DATASETS = (*PAPER_DATASETS, *DEMO_DATASETS)
@@ -73,19 +75,68 @@ HUB_RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-def read_rows(path: Path, reader: str) -> list[str]:
-    """Rows of a local file as the Hub's loader would give them."""
+FIELDS = {"jsonl": "text"}
+
+
+def _lines(path: Path):
+    """``(line number, raw bytes)`` of a text file, gzip-compressed when its name ends in ``.gz``."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as fh:
+    with opener(path, "rb") as fh:
+        yield from enumerate(fh, start=1)
+
+
+def read_rows(path: Path, reader: str, dataset: str = "", role: str = "") -> list[str]:
+    """Rows of a local file as the Hub's loader would give them.
+
+    A damaged file (truncated gzip or JSON line, bytes that are not UTF-8, a row without the text
+    field, no rows at all) raises :class:`DataError` naming the dataset, split, file and line.
+    """
+    where = f"{dataset} {role} split: {path}" if dataset else str(path)
+    if reader not in ("jsonl", "lines", "sentences"):
+        raise ValueError(f"unknown reader {reader!r}")
+    line_no = 0
+    rows: list[str] = []
+
+    def decode(raw: bytes, first_line: int) -> str:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            at = first_line + raw[: exc.start].count(b"\n")
+            raise DataError(f"{where}: line {at} is not valid UTF-8 (bytes {raw[exc.start:exc.start + 4]!r})") from None
+
+    try:
         if reader == "jsonl":
-            return [json.loads(line)["text"] for line in fh if line.strip()]
-        text = fh.read()
-    lines = text.splitlines(keepends=True)
-    if reader == "lines":  # the wikitext loader: one row per line, blank lines become ""
-        return [line if line.strip() else "" for line in lines]
-    if reader == "sentences":  # ptb_text_only: sentence = line.strip()
-        return [line.strip() for line in lines]
-    raise ValueError(f"unknown reader {reader!r}")
+            for line_no, raw in _lines(path):
+                line = decode(raw, line_no)
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{where}: line {line_no} is not a complete JSON object ({exc.msg} at column "
+                                    f"{exc.colno}; a truncated or damaged file?)") from None
+                field_name = FIELDS["jsonl"]
+                if not isinstance(record, dict) or not isinstance(record.get(field_name), str):
+                    keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+                    raise DataError(f"{where}: line {line_no} has no {field_name!r} field holding text (found {keys})")
+                rows.append(record[field_name])
+        else:
+            chunks = []
+            for line_no, raw in _lines(path):
+                chunks.append(raw)
+            lines = decode(b"".join(chunks), 1).splitlines(keepends=True)
+            if reader == "lines":  # the wikitext loader: one row per line, blank lines become ""
+                rows = [line if line.strip() else "" for line in lines]
+            else:  # ptb_text_only: sentence = line.strip()
+                rows = [line.strip() for line in lines]
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataError(f"{where}: the gzip stream is damaged after line {line_no} ({type(exc).__name__}: {exc}); "
+                        "download the file again") from None
+    except OSError as exc:
+        raise DataError(f"{where}: cannot be read ({exc.strerror or exc})") from None
+    if not any(row.strip() for row in rows):
+        raise DataError(f"{where}: the file holds no text ({'empty' if line_no == 0 else 'only blank rows'})")
+    return rows
 
 
 def default_root() -> Path | None:
@@ -106,7 +157,7 @@ def find_local(dataset: str, role: str, root: str | Path | None) -> TextSource |
         if path.is_file():
             if stand_in:
                 log.warning("%s %s: %s", dataset, role, stand_in)
-            return TextSource(read_rows(path, reader),
+            return TextSource(read_rows(path, reader, dataset, role),
                               {"dataset": dataset, "role": role, "source": "local", "location": str(path),
                                "stand_in": stand_in})
     return None
@@ -127,6 +178,9 @@ def load_hub(dataset: str, role: str, overrides: dict[str, Any] | None = None) -
     if recipe.get("revision"):  # e.g. "refs/convert/parquet": the Hub's parquet conversion of a script dataset
         kwargs["revision"] = recipe["revision"]
     ds = datasets.load_dataset(recipe["path"], **kwargs)
+    if recipe["field"] not in ds.column_names:
+        raise DataError(f"{dataset} {role} split: the Hub dataset {recipe['path']} has no {recipe['field']!r} column "
+                        f"(columns: {ds.column_names})")
     rows = list(ds[recipe["field"]])
     return TextSource(rows, {"dataset": dataset, "role": role, "source": "hub", "location": recipe["path"],
                              "name": recipe.get("name"), "revision": recipe.get("revision"), "split": split, "data_files": kwargs.get("data_files"),
@@ -145,7 +199,7 @@ def load_demo(dataset: str, role: str, demo_root: str | Path | None) -> TextSour
                   "stand_in": None, **{k: source[k] for k in ("registry", "package", "version", "domain",
                                                                "text_licence", "package_licence")},
                   "documents": len(source[f"{role}_documents"])}
-    return TextSource(read_rows(path, "jsonl"), provenance)
+    return TextSource(read_rows(path, "jsonl", dataset, role), provenance)
 
 
 def load_text(dataset: str, role: str, root: str | Path | None, hub: dict[str, Any] | None = None,
@@ -169,6 +223,8 @@ def load_text(dataset: str, role: str, root: str | Path | None, hub: dict[str, A
             source = load_hub(dataset, role, hub)
             log.info("%s %s: Hugging Face Hub %s", dataset, role, source.provenance["location"])
             return source
+        except DataError:
+            raise
         except Exception as exc:  # network, missing script support, bad repo ...
             problem = f"loading it from the Hugging Face Hub failed: {type(exc).__name__}: {exc}"
     raise FileNotFoundError(
