@@ -34,18 +34,26 @@ def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
     return {f"{prefix}.{i}.{sub}": lin for i, layer in enumerate(layers) for sub, lin in find_linears(layer).items()}
 
 
+def synchronize() -> None:
+    """Wait for queued CUDA work (a no-op without CUDA), so wall time is charged to the phase that caused it."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 class PhaseTimer:
-    """Accumulates wall time per named phase."""
+    """Accumulates wall time per named phase (synchronising CUDA at both ends of a phase)."""
 
     def __init__(self):
         self.seconds: dict[str, float] = defaultdict(float)
 
     @contextmanager
     def __call__(self, phase: str):
+        synchronize()
         start = time.perf_counter()
         try:
             yield
         finally:
+            synchronize()
             self.seconds[phase] += time.perf_counter() - start
 
 

@@ -33,9 +33,15 @@ class Offloader:
             return tensor.cpu()
         from safetensors.torch import save_file
 
-        self.directory.mkdir(parents=True, exist_ok=True)
+        from copal_exp.storage import storage_error
+
         path = self.directory / f"{name.replace('/', '_')}-{uuid.uuid4().hex[:12]}.safetensors"
-        save_file({"t": tensor.detach().cpu().contiguous()}, str(path))
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            save_file({"t": tensor.detach().cpu().contiguous()}, str(path))
+        except OSError as exc:  # disk full: no partial file left, the path named
+            path.unlink(missing_ok=True)
+            raise storage_error(path, exc) from exc
         return str(path)
 
     @staticmethod
