@@ -42,11 +42,14 @@ LLAMA_7B = {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008
 
 
 def commit() -> str:
+    """``BENCH_COMMIT`` when set (a copy of the tree whose .git is stale, e.g. on a lent GPU machine), else git's HEAD."""
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"]
     try:
         return subprocess.check_output(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
                                        stderr=subprocess.DEVNULL).strip()
     except Exception:  # noqa: BLE001
-        return os.environ.get("BENCH_COMMIT", "unknown")
+        return "unknown"
 
 
 def machine(device: str) -> dict:
