@@ -17,6 +17,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from copal_exp.checkpoint import StateStore
@@ -162,6 +163,8 @@ def hydra_entry(cfg: DictConfig) -> None:
             raise
         _to_log_files(logging.ERROR, str(exc))
         print(f"Error: {exc}", file=sys.stderr)
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # Hydra runs the sweep's other jobs, then reports this one
+            raise type(exc)(str(exc)) from None
         sys.exit(2)
     except KeyboardInterrupt as exc:
         name = exc.signal_name if isinstance(exc, JobInterrupted) else "SIGINT"
