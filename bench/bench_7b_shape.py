@@ -32,7 +32,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from copal_exp.engine import PhaseTimer, prunable_linears, prune_model  # noqa: E402
+from copal_exp.anatomy import prunable_linears  # noqa: E402
+from copal_exp.engine import PhaseTimer, prune_model  # noqa: E402
 from copal_exp.evaluate import perplexity, perplexity_layerwise  # noqa: E402
 from copal_exp.masks import Pattern  # noqa: E402
 from copal_exp.methods import build_method  # noqa: E402
@@ -147,7 +148,7 @@ def main() -> None:
             timer = PhaseTimer()
             reset_gpu_peak(args.device)
             t0 = time.perf_counter()
-            masks = prune_model(model, segments, method, args.device, timer, progress=False,
+            masks, _ = prune_model(model, segments, method, args.device, timer, progress=False,
                                 desc=f"{name} {pattern_name}")
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize(args.device)

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import torch
 
-from copal_exp.capture import capture_layer_inputs, decoder_layers, find_linears
+from copal_exp.anatomy import decoder_layers, find_linears
+from copal_exp.capture import capture_layer_inputs, run_layer
 from copal_exp.data import load_dataset_splits
-from copal_exp.engine import PhaseTimer, prune_model, run_layer
+from copal_exp.engine import PhaseTimer, prune_model
 from copal_exp.evaluate import perplexity
 from copal_exp.masks import Pattern
 from copal_exp.methods import build_method

@@ -6,12 +6,12 @@ import pytest
 
 from copal_exp.data.demo_suite import DEMO_DATASETS, DEMO_SOURCES, ensure_demo_dataset
 from copal_exp.data.sources import load_text
-from copal_exp.models import cache_root
+from copal_exp.paths import demo_data_dir
 
 
 @pytest.fixture(scope="module")
 def demo_root():
-    return cache_root() / "data" / "demo"
+    return demo_data_dir()
 
 
 @pytest.mark.parametrize("name", DEMO_DATASETS)

@@ -5,8 +5,9 @@ import copy
 import pytest
 import torch
 
-from copal_exp.capture import capture_layer_inputs, decoder_layers, find_linears
-from copal_exp.engine import prunable_linears, prune_model
+from copal_exp.anatomy import decoder_layers, find_linears, prunable_linears
+from copal_exp.capture import capture_layer_inputs
+from copal_exp.engine import prune_model
 from copal_exp.masks import Pattern
 from copal_exp.methods import build_method
 from copal_exp.models import build_tiny_llama
@@ -34,10 +35,9 @@ def reference_prune(model, segments, method):
         for h in handles:
             h.remove()
         for sub, lin in linears.items():
-            new, keep = method.prune(f"model.layers.{index}.{sub}", lin.weight.data, stats[sub])
+            new, keep, _ = method.prune(f"model.layers.{index}.{sub}", lin.weight.data, stats[sub], None)
             lin.weight.data.copy_(new)
             masks[f"model.layers.{index}.{sub}"] = keep
-    method.end_step()
     return masks
 
 
@@ -51,7 +51,7 @@ def test_layerwise_engine_matches_full_forward_reference(name, options, pattern)
     model, _ = build_tiny_llama(TINY)
     reference_model = copy.deepcopy(model)
     segments = torch.randint(0, 256, (4, 32))
-    masks = prune_model(model, segments, build_method(name, pattern, **options), progress=False)
+    masks, _ = prune_model(model, segments, build_method(name, pattern, **options), progress=False)
     ref_masks = reference_prune(reference_model, segments, build_method(name, pattern, **options))
     assert masks.keys() == ref_masks.keys() and len(masks) == 3 * 7
     for key in masks:
@@ -66,7 +66,7 @@ def test_capture_records_layer_kwargs_and_never_prunes_embeddings():
     inputs = capture_layer_inputs(model, torch.randint(0, 256, (2, 16)))
     assert len(inputs) == 2 and inputs.hidden[0].shape == (1, 16, 64)
     assert "position_embeddings" in inputs.kwargs[0]  # captured, not rebuilt
-    masks = prune_model(model, torch.randint(0, 256, (2, 16)),
+    masks, _ = prune_model(model, torch.randint(0, 256, (2, 16)),
                         build_method("magnitude", Pattern.parse("unstructured", ratio=0.5)), progress=False)
     assert all(".layers." in name for name in masks)
     assert torch.equal(model.model.embed_tokens.weight, embed_before)

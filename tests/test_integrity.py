@@ -22,7 +22,8 @@ from copal_exp.config import validate
 from copal_exp.errors import ConfigError, DataError, IntegrityError, JobDirError, StateError, StorageError
 from copal_exp.jobdir import JobLock
 from copal_exp.results import write_results
-from copal_exp.runner import StepResult
+from copal_exp.methods import Memory
+from copal_exp.states import ModelState
 from copal_exp.storage import read_json, write_json
 
 from conftest import REPO, compose
@@ -107,9 +108,8 @@ def saved_store(tmp_path) -> StateStore:
     store.initialise({"method": {"name": "copal"}})
     store.save_dense({"ptb": 12.5})
     g = torch.rand(8, 16)
-    step = StepResult(("ptb",), {"ptb": 31.25}, {"l": torch.ones(3, dtype=torch.uint8).numpy()},
-                      {"overall": 0.5}, {"masks": 1.0}, weights=None,
-                      method_state={"sensitivity": {"l": g}, "steps_seen": 1})
+    step = ModelState(("ptb",), {"ptb": 31.25}, {"l": torch.ones(3, dtype=torch.uint8).numpy()},
+                      {"overall": 0.5}, {"masks": 1.0}, weights=None, memory=Memory({"l": g}, steps=1))
     store.save(step)
     return store
 
@@ -129,7 +129,7 @@ def test_states_round_trip_through_the_checksummed_index(tmp_path):
     store = StateStore(tmp_path)
     steps = store.load_all(restore)
     record, carry = steps[("ptb",)]
-    assert record["ppl"] == {"ptb": 31.25} and carry["method_state"]["steps_seen"] == 1
+    assert record["ppl"] == {"ptb": 31.25} and carry["memory"]["steps"] == 1
     assert store.load_dense() == {"ptb": 12.5}
 
 
@@ -456,7 +456,7 @@ def test_the_next_run_removes_what_a_killed_job_left_behind(tmp_path, data_root)
     args = ["method=copal", "order=given"]
     run_job(job(data_root, *args), tmp_path)
     left = [tmp_path / "states" / "orphan-1234.carry.pt", tmp_path / "states" / ".index.json.999.tmp",
-            tmp_path / ".results.json.999.tmp", tmp_path / "offload" / "sensitivity" / "g-abc.safetensors",
+            tmp_path / ".results.json.999.tmp", tmp_path / "offload" / "memory" / "g-abc.safetensors",
             tmp_path / "offload" / "activations" / "act0-def.safetensors"]
     for path in left:
         path.parent.mkdir(parents=True, exist_ok=True)

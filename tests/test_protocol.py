@@ -7,7 +7,8 @@ import pytest
 from copal_exp.__main__ import run_job
 from copal_exp.config import validate
 from copal_exp.models import load_model
-from copal_exp.runner import Experiment, make_plan
+from copal_exp.plan import make_plan
+from copal_exp.runner import Experiment
 
 from conftest import compose
 
@@ -49,13 +50,13 @@ def test_copal_masks_change_between_steps(tmp_path, data_root):
 def test_global_init_masks_depend_only_on_current_dataset(data_root):
     exp, results = experiment(data_root, "method=wanda", "method.init=global", "run.planner=false")
     by_dataset = {}
-    for key, step in exp.steps.items():  # without the planner every order recomputes every step
+    for key, step in exp.states.items():  # without the planner every order recomputes every step
         dataset = key[-1]
         if dataset in by_dataset:
             for name, packed in step.masks.items():
                 assert (packed == by_dataset[dataset][name]).all(), (key, name)
         by_dataset[dataset] = step.masks
-    assert len(exp.steps) == 18 and len(by_dataset) == 3
+    assert len(exp.states) == 18 and len(by_dataset) == 3
 
 
 @pytest.mark.parametrize("method,init", [("sparsegpt", "sequential"), ("copal", "global"), ("wanda", "global")])

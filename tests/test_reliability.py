@@ -12,7 +12,8 @@ import torch
 
 from copal_exp.__main__ import run_job
 from copal_exp.config import ConfigError
-from copal_exp.engine import NonFiniteError, prune_model
+from copal_exp.engine import prune_model
+from copal_exp.errors import NonFiniteError
 from copal_exp.masks import Pattern
 from copal_exp.methods import build_method
 from copal_exp.models import build_tiny_llama
@@ -178,4 +179,4 @@ def test_copal_state_refuses_another_model(tmp_path, data_root):
         run_job(compose([*base, "model.init_seed=5", f"state.load={tmp_path / 's'}"]), tmp_path / "job2")
     with pytest.raises(ValueError, match="layer shapes differ"):
         run_job(compose([*base, "model.intermediate_size=256", f"state.load={tmp_path / 's'}"]), tmp_path / "job3")
-    assert "only method=copal" in fails(tmp_path / "x", data_root, ["method=wanda", f"state.load={tmp_path / 's'}"])
+    assert "only a method that carries memory between steps (copal)" in fails(tmp_path / "x", data_root, ["method=wanda", f"state.load={tmp_path / 's'}"])

@@ -52,7 +52,7 @@ def test_joblib_per_permutation_jobs_merge_to_the_single_job_summary(tmp_path, d
 def test_offloaded_state_and_activations_give_identical_results(tmp_path, data_root, place):
     base = [*TINY, f"data.root={data_root}", "method=copal", "method.group=row"]
     reference = run_job(compose(base), tmp_path / "ref")
-    offloaded = run_job(compose([*base, f"run.offload.sensitivity={place}", f"run.offload.activations={place}"]),
+    offloaded = run_job(compose([*base, f"run.offload.memory={place}", f"run.offload.activations={place}"]),
                         tmp_path / "off")
     assert [p["ppl_matrix"] for p in offloaded["permutations"]] == [p["ppl_matrix"] for p in reference["permutations"]]
     if place == "disk":  # nothing is left behind once no step needs it

@@ -23,10 +23,11 @@ from omegaconf import DictConfig
 from copal_exp.checkpoint import StateStore
 from copal_exp.config import check_context, check_model, validate
 from copal_exp.continual import export_state, load_state, model_identity
-from copal_exp.engine import prunable_linears
+from copal_exp.anatomy import prunable_linears
 from copal_exp.errors import JobInterrupted, UserError
 from copal_exp.jobdir import (JobLock, check_configuration, completed_results, read_results, remove_orphans,
                               remove_temporary_files, write_hydra_files)
+from copal_exp.methods import method_class
 from copal_exp.results import library_versions, write_results
 from copal_exp.runner import offload_folder
 from copal_exp.tracking import make_logger
@@ -108,23 +109,24 @@ def _run(settings, out_dir: Path, store: StateStore) -> dict:
         model, tokenizer = load_model(settings.model)
         check_model(settings, model)  # shapes and context, before any calibration
         state_cfg = settings.resolved.get("state") or {}
-        initial_state, continual = None, {}
+        method = method_class(settings.method)
+        initial_memory, continual = None, {}
         if state_cfg.get("load") or state_cfg.get("export"):
             identity = model_identity(settings.model["name"],
                                       {n: lin.weight.data for n, lin in prunable_linears(model).items()})
         if state_cfg.get("load"):
-            initial_state, meta = load_state(state_cfg["load"], identity, settings.method_options)
+            initial_memory, meta = load_state(state_cfg["load"], identity, method, settings.method_options)
             continual = {"loaded_from": str(state_cfg["load"]), "datasets_seen_before": meta["datasets_seen"]}
-            log.info("continuing COPAL after %s from %s", meta["datasets_seen"], state_cfg["load"])
+            log.info("continuing %s after %s from %s", method.name, meta["datasets_seen"], state_cfg["load"])
         experiment = Experiment(settings, model, tokenizer, on_progress=save, store=store,
-                                initial_state=initial_state, keep_final_state=bool(state_cfg.get("export")))
+                                initial_memory=initial_memory, keep_final_state=bool(state_cfg.get("export")))
         results = experiment.run(data, data_root)
         if state_cfg.get("export"):
-            final = experiment.steps[experiment.final_keys[0]]
             history = continual.get("datasets_seen_before", []) + list(settings.orders[0])
-            export_state(state_cfg["export"], final.method_state, identity, history, settings.method_options)
+            export_state(state_cfg["export"], experiment.final_state().memory, identity, history, method,
+                         settings.method_options)
             continual.update({"exported_to": str(state_cfg["export"]), "datasets_seen": history})
-            log.info("COPAL state after %s exported to %s", history, state_cfg["export"])
+            log.info("%s state after %s exported to %s", method.name, history, state_cfg["export"])
         if continual:
             results["continual"] = continual
     except BaseException as exc:  # keep everything computed so far, marked as failed or interrupted

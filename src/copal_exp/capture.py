@@ -12,6 +12,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from copal_exp.anatomy import decoder_layers, layer_prefix
+from copal_exp.errors import NonFiniteError
+from copal_exp.offload import Offloader
+
 
 class _Captured(Exception):
     pass
@@ -26,28 +30,6 @@ class LayerInputs:
 
     def __len__(self) -> int:
         return len(self.hidden)
-
-
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The decoder layers of a causal LM (LLaMA/Mistral/Qwen: ``model.layers``; OPT; GPT-2 style)."""
-    for path in ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers"):
-        obj: Any = model
-        for part in path.split("."):
-            obj = getattr(obj, part, None)
-            if obj is None:
-                break
-        if isinstance(obj, nn.ModuleList):
-            return obj
-    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
-    for module in model.modules():
-        if isinstance(module, nn.ModuleList) and len(module) == n:
-            return module
-    raise ValueError(f"cannot find the decoder layers of {type(model).__name__}")
-
-
-def find_linears(module: nn.Module) -> dict[str, nn.Linear]:
-    """Every ``nn.Linear`` inside ``module``, by qualified name."""
-    return {name: m for name, m in module.named_modules() if isinstance(m, nn.Linear)}
 
 
 def to_device(value: Any, device: torch.device | str) -> Any:
@@ -100,9 +82,27 @@ def _move_outside_layers(model: nn.Module, layers: nn.ModuleList, device) -> lis
     """Move the leaf modules outside the decoder layers, and layer 0, to ``device``; return them."""
     if str(device) == "cpu":
         return []
-    prefix = next(name for name, m in model.named_modules() if m is layers)
+    prefix = layer_prefix(model)
     moved = [m for name, m in model.named_modules() if not name.startswith(prefix) and not list(m.children())]
     moved.append(layers[0])
     for m in moved:
         m.to(device)
     return moved
+
+
+def _layer_output(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+@torch.no_grad()
+def run_layer(layer: nn.Module, inputs: LayerInputs, device, keep: Offloader | None = None) -> list | None:
+    """Outputs of ``layer`` for every captured segment, in the model's dtype, stored by ``keep``
+    (non-finite outputs raise :class:`NonFiniteError`); ``None`` without ``keep`` (only the hooks matter)."""
+    outputs = []
+    for j, (h, kw) in enumerate(zip(inputs.hidden, inputs.kwargs)):
+        out = _layer_output(layer(Offloader.load(h, device), **to_device(kw, device)))
+        if keep is not None and not torch.isfinite(out).all():
+            raise NonFiniteError(f"segment {j}")
+        if keep is not None:
+            outputs.append(keep.store(out, f"act{j}"))
+    return outputs if keep is not None else None

@@ -2,8 +2,8 @@
 
 Every distinct state is saved as it completes (``states/<id>.pt``: evaluations, bit-packed masks,
 achieved sparsity, timings). A state that later steps start from also saves what they need
-(``states/<id>.carry.pt``: the pruned weights for sequential init, COPAL's accumulated G; with
-``run.offload.sensitivity=disk`` the G files it refers to stay in the offload folder), removed once
+(``states/<id>.carry.pt``: the pruned weights for sequential init, a method's memory such as COPAL's
+accumulated G; with ``run.offload.memory=disk`` the files it refers to stay in the offload folder), removed once
 every child has run. The dense perplexities are ``states/dense.pt``.
 
 ``states/index.json`` is the commit record: the configuration (for resume checks) and the size and
@@ -34,11 +34,6 @@ FORMAT = "copal_exp.states/2"
 def state_id(key: tuple) -> str:
     readable = "-".join(str(k) for k in key)[:80]
     return f"{readable}-{hashlib.sha1(repr(key).encode()).hexdigest()[:8]}"
-
-
-def offload_paths(method_state: dict[str, Any] | None) -> list[str]:
-    """The files a method state refers to (tensors offloaded to disk)."""
-    return [h for h in ((method_state or {}).get("sensitivity") or {}).values() if isinstance(h, str)]
 
 
 def _recover(path: Path) -> str:
@@ -107,9 +102,11 @@ class StateStore:
         """Save a completed state with its carry (if any); the index names both only once both are written."""
         sid = state_id(step.key)
         files = self.index["files"]
-        if step.weights is not None or step.method_state is not None:
-            files[f"{sid}.carry.pt"] = self._save({"weights": step.weights, "method_state": step.method_state},
-                                                  f"{sid}.carry.pt", offload_paths(step.method_state))
+        if step.weights is not None or step.memory is not None:
+            memory = None if step.memory is None else {"tensors": step.memory.tensors, "steps": step.memory.steps}
+            files[f"{sid}.carry.pt"] = self._save({"weights": step.weights, "memory": memory}, f"{sid}.carry.pt",
+                                                  [h for h in (memory or {}).get("tensors", {}).values()
+                                                   if isinstance(h, str)])
         record = {"key": step.key, "ppl": step.ppl, "masks": step.masks, "sparsity": step.sparsity,
                   "seconds": step.seconds}
         files[f"{sid}.pt"] = self._save(record, f"{sid}.pt")

@@ -211,18 +211,19 @@ def validate(cfg: DictConfig | dict) -> Settings:
     method = dict(_section(c, "method"))
     name = method.pop("name")
     _require(name in METHODS, f"method={name!r}: allowed values are {sorted(METHODS)}")
+    cls = METHODS[name]
     init = method.pop("init", "global")
     _require(init in INITS, f"method.init={init!r}: allowed values are {INITS}")
-    _require(init == "global" or name not in ("copal", "dense"),
-             f"method.init={init!r}: method={name} always starts each step from the dense weights; allowed: 'global'")
-    allowed = METHODS[name].options
+    _require(init in cls.inits, f"method.init={init!r}: method={name} always starts each step from the dense "
+                                f"weights; allowed: {cls.inits}")
+    allowed = cls.defaults()
     extra = sorted(set(method) - set(allowed))
     _require(not extra, f"method={name}: unknown key(s) {extra}; allowed: {sorted(allowed) + ['init', 'name']}")
 
     sp = _section(c, "sparsity")
     try:
         pattern = Pattern.parse(sp.get("pattern"), sp.get("ratio"), sp.get("n"), sp.get("m"))
-        method = METHODS[name](pattern, **method).config  # method-specific checks, typed values
+        method = cls(pattern, **method).config  # method-specific checks, typed values
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 
@@ -233,7 +234,9 @@ def validate(cfg: DictConfig | dict) -> Settings:
     _check_run(run, ev, state)
     c["datasets"] = datasets
     if state.get("load") or state.get("export"):
-        _require(name == "copal", f"state.load/state.export: only method=copal carries a continual state, not {name!r}")
+        carriers = sorted(n for n, m in METHODS.items() if m.carries_memory)
+        _require(cls.carries_memory, f"state.load/state.export: only a method that carries memory between steps "
+                                     f"({', '.join(carriers)}) has a continual state, not method={name}")
     if state.get("export"):
         _require(len(orders) == 1, f"state.export={state['export']}: needs a single order (order=given, or "
                                    f"order.index=K), this job runs {len(orders)}")
@@ -253,10 +256,10 @@ def check_context(settings: Settings, context: int | None) -> None:
 
 def check_model(settings: Settings, model) -> None:
     """Checks that need the model's shapes: context length and N:M divisibility, before calibration."""
-    from copal_exp.engine import prunable_linears
+    from copal_exp.anatomy import prunable_linears
 
     check_context(settings, getattr(model.config, "max_position_embeddings", None))
-    if settings.method == "dense":
+    if not METHODS[settings.method].prunes:
         return
     for name, linear in prunable_linears(model).items():
         try:

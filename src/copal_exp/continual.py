@@ -1,11 +1,12 @@
-"""COPAL's continual state across processes: export after a step, load later, continue pruning.
+"""A method's continual state across processes: export after a step, load later, continue pruning.
 
-A state folder holds ``sensitivity.safetensors`` (the accumulated G of every pruned linear, fp32)
-and ``state.json`` (format, method options, the datasets seen so far, the model's name, a SHA-256 of
+For a method that carries memory (COPAL: its accumulated sensitivity G, one fp32 per pruned weight)
+a state folder holds the memory tensors (``sensitivity.safetensors`` for COPAL: the method's
+``memory_file``) and ``state.json`` (format, method options, the datasets seen so far, the model's name, a SHA-256 of
 its dense prunable weights, every layer's shape, the size and SHA-256 of ``sensitivity.safetensors``,
 and a checksum of itself). Loading it fails with a message saying what differs when the folder is
-damaged, belongs to another model (name, layers, shapes, weights), or was accumulated with other
-COPAL options (granularity, group, perturbation, epsilon).
+damaged, belongs to another model (name, layers, shapes, weights) or method, or was accumulated with
+other values of the method's ``memory_options`` (COPAL: granularity, group, perturbation, epsilon).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 
 from copal_exp.errors import IntegrityError, StateError
+from copal_exp.methods import Memory, PruningMethod
 from copal_exp.storage import read_json, sha256_file, storage_error, tmp_path, verify_file, write_json
 
 FORMAT = "copal_exp.continual_state/2"
@@ -33,22 +35,18 @@ def model_identity(name: str, dense_weights: dict[str, torch.Tensor]) -> dict[st
             "shapes": {layer: list(w.shape) for layer, w in dense_weights.items()}}
 
 
-#: COPAL options that change what G means or how it adds up; a loaded state must agree on each
-G_OPTIONS = ("granularity", "group", "perturbation", "epsilon")
-SENSITIVITY = "sensitivity.safetensors"
-
-
-def export_state(path: str | Path, method_state: dict[str, Any], identity: dict[str, Any],
-                 history: list[str], method_options: dict[str, Any]) -> Path:
-    """Write the folder: ``sensitivity.safetensors``, then ``state.json`` (with its checksum) as the commit."""
+def export_state(path: str | Path, memory: Memory, identity: dict[str, Any], history: list[str],
+                 method: type[PruningMethod], method_options: dict[str, Any]) -> Path:
+    """Write the folder: the memory tensors (``method.memory_file``), then ``state.json`` (with its
+    checksum) as the commit."""
     from safetensors.torch import save_file
 
     from copal_exp.offload import materialize
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    tensors = {name: materialize(g).contiguous() for name, g in method_state["sensitivity"].items()}
-    target = out / SENSITIVITY
+    tensors = {name: materialize(g).contiguous() for name, g in memory.tensors.items()}
+    target = out / method.memory_file
     tmp = tmp_path(target)
     try:
         save_file(tensors, str(tmp))
@@ -57,17 +55,16 @@ def export_state(path: str | Path, method_state: dict[str, Any], identity: dict[
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise storage_error(target, exc) from exc
-    meta = {"format": FORMAT, "method": "copal", "method_options": method_options,
-            "steps_seen": int(method_state["steps_seen"]), "datasets_seen": list(history), "model": identity,
-            "files": {SENSITIVITY: entry}}
+    meta = {"format": FORMAT, "method": method.name, "method_options": method_options, "steps_seen": memory.steps,
+            "datasets_seen": list(history), "model": identity, "files": {method.memory_file: entry}}
     write_json(out / "state.json", meta)
     return out
 
 
-def load_state(path: str | Path, identity: dict[str, Any],
-               method_options: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(method_state, metadata)`` from an exported folder, after checking that it is intact, belongs to
-    this model (name, layers, shapes, dense weights) and was made with the same COPAL options."""
+def load_state(path: str | Path, identity: dict[str, Any], method: type[PruningMethod],
+               method_options: dict[str, Any]) -> tuple[Memory, dict[str, Any]]:
+    """``(memory, metadata)`` from an exported folder, after checking that it is intact, was made by this
+    method with the same ``method.memory_options``, and belongs to this model (name, layers, shapes, weights)."""
     from safetensors.torch import load_file
 
     folder = Path(path)
@@ -78,12 +75,14 @@ def load_state(path: str | Path, identity: dict[str, Any],
     meta = read_json(meta_path, recover)
     if meta.get("format") != FORMAT:
         raise StateError(f"state.load={path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("method") != method.name:
+        raise StateError(f"state.load={path}: exported by method={meta.get('method')}, this run is method={method.name}")
     saved_options = meta.get("method_options") or {}
-    differ = [f"{k}: {saved_options.get(k)!r} (saved) → {(method_options or {}).get(k)!r} (this run)"
-              for k in G_OPTIONS if method_options is not None and saved_options.get(k) != method_options.get(k)]
+    differ = [f"{k}: {saved_options.get(k)!r} (saved) → {method_options.get(k)!r} (this run)"
+              for k in method.memory_options if saved_options.get(k) != method_options.get(k)]
     if differ:
-        raise StateError(f"state.load={path}: its G was accumulated with other COPAL options, and adding to it would "
-                         "mix two meanings of G: " + "; ".join(differ)
+        raise StateError(f"state.load={path}: its memory was accumulated with other {method.name} options, and "
+                         "adding to it would mix two meanings or scales: " + "; ".join(differ)
                          + ". Run with the saved options (method.<key>=...) or start without state.load.")
     saved = meta["model"]
     if saved["name"] != identity["name"]:
@@ -95,19 +94,19 @@ def load_state(path: str | Path, identity: dict[str, Any],
     if saved["weights_sha256"] != identity["weights_sha256"]:
         raise StateError(f"state.load={path}: saved for different dense weights of {saved['name']} "
                          f"(sha256 {saved['weights_sha256'][:12]}…, this model {identity['weights_sha256'][:12]}…)")
-    target = folder / SENSITIVITY
-    verify_file(target, meta["files"][SENSITIVITY], recover)
+    target = folder / method.memory_file
+    verify_file(target, meta["files"][method.memory_file], recover)
     try:
-        sensitivity = load_file(str(target))
+        tensors = load_file(str(target))
     except Exception as exc:  # noqa: BLE001
         raise IntegrityError(f"{target} cannot be read ({type(exc).__name__}: {exc}). {recover}") from None
-    missing = sorted(set(identity["shapes"]) - set(sensitivity))
-    extra = sorted(set(sensitivity) - set(identity["shapes"]))
+    missing = sorted(set(identity["shapes"]) - set(tensors))
+    extra = sorted(set(tensors) - set(identity["shapes"]))
     if missing or extra:
         raise StateError(f"state.load={path}: {target.name} does not hold exactly this model's pruned layers: "
                          f"missing {missing[:3]}{' …' if len(missing) > 3 else ''} ({len(missing)}), "
                          f"extra {extra[:3]}{' …' if len(extra) > 3 else ''} ({len(extra)})")
-    wrong = [k for k, g in sensitivity.items() if list(g.shape) != identity["shapes"][k]]
+    wrong = [k for k, g in tensors.items() if list(g.shape) != identity["shapes"][k]]
     if wrong:
-        raise StateError(f"state.load={path}: G has the wrong shape for {wrong[:3]}")
-    return {"sensitivity": sensitivity, "steps_seen": meta["steps_seen"]}, meta
+        raise StateError(f"state.load={path}: the memory has the wrong shape for {wrong[:3]}")
+    return Memory(tensors, int(meta["steps_seen"])), meta

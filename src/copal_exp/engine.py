@@ -18,20 +18,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from copal_exp.capture import LayerInputs, capture_layer_inputs, decoder_layers, find_linears, to_device
-from copal_exp.methods.registry import PruningMethod
+from copal_exp.anatomy import decoder_layers, find_linears, layer_prefix
+from copal_exp.capture import capture_layer_inputs, run_layer
+from copal_exp.errors import NonFiniteError
+from copal_exp.methods.registry import Memory, PruningMethod
 from copal_exp.offload import Offloader
-
-
-class NonFiniteError(RuntimeError):
-    """Raised when activations or perplexities stop being finite."""
-
-
-def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
-    """Every ``nn.Linear`` inside the decoder layers, by qualified name (never embeddings or LM head)."""
-    layers = decoder_layers(model)
-    prefix = next(name for name, m in model.named_modules() if m is layers)
-    return {f"{prefix}.{i}.{sub}": lin for i, layer in enumerate(layers) for sub, lin in find_linears(layer).items()}
 
 
 def synchronize() -> None:
@@ -57,24 +48,6 @@ class PhaseTimer:
             self.seconds[phase] += time.perf_counter() - start
 
 
-def _layer_output(out: Any) -> torch.Tensor:
-    return out[0] if isinstance(out, (tuple, list)) else out
-
-
-@torch.no_grad()
-def run_layer(layer: nn.Module, inputs: LayerInputs, device, keep: Offloader | None = None) -> list:
-    """Outputs of ``layer`` for every captured segment, in the model's dtype, stored by ``keep``
-    (default: CPU memory); ``None`` when only the hooks matter."""
-    outputs = []
-    for j, (h, kw) in enumerate(zip(inputs.hidden, inputs.kwargs)):
-        out = _layer_output(layer(Offloader.load(h, device), **to_device(kw, device)))
-        if keep is not None and not torch.isfinite(out).all():
-            raise NonFiniteError(f"segment {j}")
-        if keep is not None:
-            outputs.append(keep.store(out, f"act{j}"))
-    return outputs if keep is not None else None
-
-
 @torch.no_grad()
 def prune_model(
     model: nn.Module,
@@ -85,18 +58,25 @@ def prune_model(
     progress: bool = True,
     desc: str = "prune",
     activations: Offloader | None = None,
-) -> dict[str, torch.Tensor]:
-    """Prune every decoder-layer linear of ``model`` in place; return the keep masks (CPU, bool) by name.
+    memory: Memory | None = None,
+    memory_store: Offloader | None = None,
+) -> tuple[dict[str, torch.Tensor], Memory | None]:
+    """Prune every decoder-layer linear of ``model`` in place.
 
-    ``activations`` says where the calibration activations wait between layers (default CPU memory).
+    Returns the keep masks (CPU, bool) by name and, for a method that carries memory, its memory after
+    this step (``memory`` is the memory before it; its tensors are kept by ``memory_store``, default
+    host memory). ``activations`` says where the calibration activations wait between layers.
     """
     timer = timer or PhaseTimer()
     activations = activations or Offloader("cpu")
+    memory_store = memory_store or Offloader("cpu")
     masks: dict[str, torch.Tensor] = {}
     if not method.prunes:
-        return masks
+        return masks, None
+    previous = memory or Memory()
+    carried = Memory(steps=previous.steps + 1) if method.carries_memory else None
     layers = decoder_layers(model)
-    prefix = next(name for name, m in model.named_modules() if m is layers)
+    prefix = layer_prefix(model)
     inputs = None
     if method.uses_calibration:
         with timer("capture"):
@@ -116,23 +96,26 @@ def prune_model(
         for sub, lin in linears.items():
             name = f"{prefix}.{index}.{sub}"
             with timer("masks"):  # scores and mask selection (SparseGPT: also its OBS weight update)
-                new_weight, keep = method.prune(name, lin.weight.data, stats.pop(sub))
+                before = previous.tensors.get(name)
+                before = None if before is None else Offloader.load(before, lin.weight.device)
+                new_weight, keep, after = method.prune(name, lin.weight.data, stats.pop(sub), before)
+                if carried is not None:
+                    carried.tensors[name] = memory_store.store(after, name)
             with timer("update"):
                 lin.weight.data.copy_(new_weight)
                 masks[name] = keep.cpu()
         if inputs is not None and index + 1 < len(layers):
             with timer("propagation"):
-                previous = inputs.hidden
+                hidden = inputs.hidden
                 try:
                     inputs.hidden = run_layer(layer, inputs, device, keep=activations)
                 except NonFiniteError as exc:
                     raise NonFiniteError(f"{desc}: non-finite activations leaving decoder layer {index} ({exc})") from None
-                _discard(previous)
+                _discard(hidden)
         layer.to("cpu")
     if inputs is not None:
         _discard(inputs.hidden)
-    method.end_step()
-    return masks
+    return masks, carried
 
 
 def _discard(handles: list) -> None:

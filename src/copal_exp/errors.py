@@ -35,6 +35,10 @@ class StorageError(UserError, OSError):
     """A file that could not be written (disk full, permissions); the message names the path."""
 
 
+class NonFiniteError(RuntimeError):
+    """Activations or perplexities stopped being finite; the message names the order, step and layer."""
+
+
 class JobInterrupted(KeyboardInterrupt):
     """SIGTERM (SLURM, ``kill``, container runtimes), handled like Ctrl-C: the job stops, marked interrupted."""
 

@@ -11,6 +11,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from copal_exp.anatomy import decoder_layers, final_norm, lm_head
+from copal_exp.capture import capture_layer_inputs, run_layer
+from copal_exp.offload import Offloader
+
 
 @torch.no_grad()
 def perplexity(model: nn.Module, windows: torch.Tensor, device="cpu", batch_size: int = 1,
@@ -45,32 +49,18 @@ def resident(model: nn.Module, device) -> Iterator[None]:
         model.to(where)
 
 
-def _final_norm(model: nn.Module) -> nn.Module:
-    for path in ("model.norm", "model.decoder.final_layer_norm", "transformer.ln_f", "gpt_neox.final_layer_norm"):
-        obj = model
-        for part in path.split("."):
-            obj = getattr(obj, part, None)
-        if isinstance(obj, nn.Module):
-            return obj
-    raise ValueError(f"layer-wise evaluation: cannot find the final norm of {type(model).__name__}")
-
-
 @torch.no_grad()
 def perplexity_layerwise(model: nn.Module, windows: torch.Tensor, device="cpu", progress: bool = False,
                          desc: str = "eval") -> float:
     """Perplexity computed one decoder layer at a time (only that layer on ``device``), for models that
     do not fit on the accelerator; equal to :func:`perplexity` up to floating-point rounding."""
-    from copal_exp.capture import capture_layer_inputs, decoder_layers
-    from copal_exp.engine import run_layer
-    from copal_exp.offload import Offloader
-
     inputs = capture_layer_inputs(model, windows, device)
     keep = Offloader("cpu")
     for layer in tqdm(decoder_layers(model), desc=desc, disable=not progress, leave=False):
         layer.to(device)
         inputs.hidden = run_layer(layer, inputs, device, keep=keep)
         layer.to("cpu")
-    norm, head = _final_norm(model).to(device), model.get_output_embeddings().to(device)
+    norm, head = final_norm(model).to(device), lm_head(model).to(device)
     total_nll, total_tokens = 0.0, 0
     try:
         for hidden, row in zip(inputs.hidden, windows):

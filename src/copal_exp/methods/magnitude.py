@@ -1,4 +1,4 @@
-"""Magnitude pruning: score |W|, compared over the whole matrix (DESIGN §4)."""
+"""Magnitude pruning: score |W|, compared over the whole matrix (docs/design.md, "Methods")."""
 
 from __future__ import annotations
 
@@ -16,6 +16,6 @@ def magnitude_score(weight: torch.Tensor) -> torch.Tensor:
 class Magnitude(PruningMethod):
     uses_calibration = False
 
-    def prune(self, name, weight, stats):
+    def prune(self, name, weight, stats, memory):
         keep = select_mask(magnitude_score(weight.float()), self.pattern, group="layer")
-        return weight * keep, keep
+        return weight * keep, keep, None

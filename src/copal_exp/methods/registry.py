@@ -1,13 +1,30 @@
-"""The method interface the layer-by-layer engine talks to, and the name → class registry.
+"""The method contract the protocol and the engine talk to, and the name → class registry.
 
-The engine knows nothing of any method: it hands each linear's calibration inputs and outputs to
-``accumulate`` and asks ``prune`` for the new weight and keep mask. A method's continual memory
-(COPAL's accumulated sensitivity) lives in the method object and travels through
-``state_dict``/``load_state_dict``; everything else is per step.
+A method is one module: pure functions for its maths (``accumulate_*``, ``*_score``), and a
+:class:`PruningMethod` subclass registered with :func:`register` that declares everything the
+protocol needs to know about it — nothing outside ``methods/`` tests a method's name:
+
+* ``prunes`` / ``uses_calibration``: whether it prunes at all, whether it needs calibration data;
+* ``carries_memory``: whether it carries memory from one step to the next (one tensor per pruned
+  linear, shaped like its weight, plus the number of steps seen). Such a method's states are keyed
+  by the whole dataset prefix, and its memory can be exported and loaded across processes
+  (``state.export`` / ``state.load``); ``memory_file`` names the exported tensors and
+  ``memory_options`` the options a loaded memory must have been made with;
+* ``inits``: the step initialisations it allows (``global``: each step starts from the dense
+  weights; ``sequential``: from the previous step's pruned weights);
+* ``Options``: a dataclass of its typed options with their defaults (the only place they are
+  defined), checked in ``Options.check``; ``label`` names a configured method in tables.
+
+The engine hands each linear's calibration inputs and outputs to :meth:`accumulate` and asks
+:meth:`prune` for the new weight, the keep mask and the linear's new memory: memory goes in and
+comes out explicitly; where it is kept between layers and steps (device, host, disk) is the
+caller's business.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -28,25 +45,54 @@ def register(name: str):
     return wrap
 
 
+@dataclass
+class NoOptions:
+    def check(self) -> None:
+        """Raise ``ValueError`` naming ``method.<key>`` for a value that cannot run."""
+
+
+@dataclass
+class Memory:
+    """What a method carries between steps: a tensor (or a storage handle) per pruned linear."""
+
+    tensors: dict[str, Any] = field(default_factory=dict)
+    steps: int = 0
+
+
 class PruningMethod:
     """Base class: a method scores the weights of one linear layer and selects a keep mask."""
 
     name: ClassVar[str] = ""
-    #: whether ``prune`` needs statistics from calibration data
-    uses_calibration: ClassVar[bool] = True
-    #: whether the method prunes at all (``dense`` does not)
     prunes: ClassVar[bool] = True
-    #: option names accepted from the config, with their defaults
-    options: ClassVar[dict[str, Any]] = {}
+    uses_calibration: ClassVar[bool] = True
+    carries_memory: ClassVar[bool] = False
+    memory_file: ClassVar[str] = "memory.safetensors"
+    memory_options: ClassVar[tuple[str, ...]] = ()
+    inits: ClassVar[tuple[str, ...]] = ("global", "sequential")
+    Options: ClassVar[type] = NoOptions
 
     def __init__(self, pattern: Pattern, **options: Any):
-        unknown = sorted(set(options) - set(self.options))
+        known = {f.name for f in dataclasses.fields(self.Options)}
+        unknown = sorted(set(options) - known)
         if unknown:
-            raise ValueError(
-                f"method={self.name}: unknown option(s) {unknown}; allowed: {sorted(self.options)}"
-            )
+            raise ValueError(f"method={self.name}: unknown option(s) {unknown}; allowed: {sorted(known)}")
         self.pattern = pattern
-        self.config = {**self.options, **options}
+        self.opts = self.Options(**options)
+        self.opts.check()
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return dataclasses.asdict(cls.Options())
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The options as a plain dict (recorded in results and exported states)."""
+        return dataclasses.asdict(self.opts)
+
+    @classmethod
+    def label(cls, options: dict[str, Any], init: str) -> str:
+        """How tables name this method with these options and init."""
+        return f"{cls.name} ({init})" if len(cls.inits) > 1 else cls.name
 
     def new_statistics(self, weight: torch.Tensor) -> Any:
         """Empty per-step statistics for a linear layer with this weight."""
@@ -56,24 +102,24 @@ class PruningMethod:
         """Fold one batch of calibration segments (``[B, L, d_in]`` → ``[B, L, d_out]``) into ``stats``."""
         return stats
 
-    def prune(self, name: str, weight: torch.Tensor, stats: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return ``(new_weight, keep_mask)`` for the linear layer ``name``."""
+    def prune(self, name: str, weight: torch.Tensor, stats: Any,
+              memory: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Return ``(new_weight, keep_mask, new_memory)`` for the linear layer ``name``; ``memory`` is its
+        memory from earlier steps (``None`` at the first step, and always for methods without memory)."""
         raise NotImplementedError
 
-    def end_step(self) -> None:
-        """Called once after every layer of a step has been pruned."""
 
-    def state_dict(self) -> dict[str, Any]:
-        """Memory that carries over between continual steps (none for the baselines)."""
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state:
-            raise ValueError(f"method={self.name} keeps no state between steps, got keys {sorted(state)}")
+def method_class(name: str) -> type[PruningMethod]:
+    if name not in METHODS:
+        raise ValueError(f"method={name!r}: allowed values are {sorted(METHODS)}")
+    return METHODS[name]
 
 
 def build_method(name: str, pattern: Pattern, **options: Any) -> PruningMethod:
     """Instantiate the method registered as ``name``."""
-    if name not in METHODS:
-        raise ValueError(f"method={name!r}: allowed values are {sorted(METHODS)}")
-    return METHODS[name](pattern, **options)
+    return method_class(name)(pattern, **options)
+
+
+def reference_method() -> type[PruningMethod]:
+    """The registered method that does not prune (the dense reference of every table)."""
+    return next(cls for cls in METHODS.values() if not cls.prunes)

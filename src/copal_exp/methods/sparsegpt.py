@@ -7,6 +7,7 @@ is fp32 with TF32 disabled.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 
@@ -106,12 +107,14 @@ def sparsify_weight(
 
 @register("sparsegpt")
 class SparseGPT(PruningMethod):
-    options = {"blocksize": 128, "percdamp": 0.01}
+    @dataclass
+    class Options:
+        blocksize: int = 128  # columns per lazy-update block
+        percdamp: float = 0.01  # dampening, as a fraction of mean(diag H)
 
-    def __init__(self, pattern, **options):
-        super().__init__(pattern, **options)
-        self.config["blocksize"] = integer(self.config["blocksize"], "method.blocksize", minimum=1)
-        self.config["percdamp"] = number(self.config["percdamp"], "method.percdamp", positive=True)
+        def check(self) -> None:
+            self.blocksize = integer(self.blocksize, "method.blocksize", minimum=1)
+            self.percdamp = number(self.percdamp, "method.percdamp", positive=True)
 
     def new_statistics(self, weight):
         d_in = weight.shape[1]
@@ -122,8 +125,7 @@ class SparseGPT(PruningMethod):
         stats["segments"] += inputs.shape[0] if inputs.dim() == 3 else 1
         return stats
 
-    def prune(self, name, weight, stats):
+    def prune(self, name, weight, stats, memory):
         hessian = stats["hessian"] * (2.0 / max(stats["segments"], 1))
-        return sparsify_weight(
-            weight, hessian, self.pattern, int(self.config["blocksize"]), float(self.config["percdamp"]), name
-        )
+        new_weight, keep = sparsify_weight(weight, hessian, self.pattern, self.opts.blocksize, self.opts.percdamp, name)
+        return new_weight, keep, None

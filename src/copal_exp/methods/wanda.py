@@ -1,4 +1,4 @@
-"""Wanda (Sun et al. 2023): score |W_ik| · ‖X_k‖₂, compared within each output row (DESIGN §4)."""
+"""Wanda (Sun et al. 2023): score |W_ik| · ‖X_k‖₂, compared within each output row (docs/design.md, "Methods")."""
 
 from __future__ import annotations
 
@@ -25,6 +25,6 @@ class Wanda(PruningMethod):
     def accumulate(self, stats, inputs, outputs, bias):
         return accumulate_input_norms(stats, inputs)
 
-    def prune(self, name, weight, stats):
+    def prune(self, name, weight, stats, memory):
         keep = select_mask(wanda_score(weight, stats), self.pattern, group="row")
-        return weight * keep, keep
+        return weight * keep, keep, None

@@ -1,0 +1,64 @@
+"""Where things are inside a causal LM: its decoder layers, their prefix, their prunable linears, the
+final norm and the LM head. The one place that knows model families' attribute names."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+#: decoder-layer lists of the families supported (LLaMA/Mistral/Qwen/Gemma; OPT; GPT-2; GPT-NeoX)
+LAYER_PATHS = ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers")
+#: final norms, in the same order of families
+NORM_PATHS = ("model.norm", "model.decoder.final_layer_norm", "transformer.ln_f", "gpt_neox.final_layer_norm")
+
+
+def _get(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    return obj
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The decoder layers of a causal LM."""
+    for path in LAYER_PATHS:
+        obj = _get(model, path)
+        if isinstance(obj, nn.ModuleList):
+            return obj
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) == n:
+            return module
+    raise ValueError(f"cannot find the decoder layers of {type(model).__name__}")
+
+
+def layer_prefix(model: nn.Module) -> str:
+    """The qualified name of the decoder-layer list (``model.layers`` for LLaMA)."""
+    layers = decoder_layers(model)
+    return next(name for name, m in model.named_modules() if m is layers)
+
+
+def find_linears(module: nn.Module) -> dict[str, nn.Linear]:
+    """Every ``nn.Linear`` inside ``module``, by qualified name."""
+    return {name: m for name, m in module.named_modules() if isinstance(m, nn.Linear)}
+
+
+def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
+    """Every ``nn.Linear`` inside the decoder layers, by qualified name (never embeddings or LM head)."""
+    prefix = layer_prefix(model)
+    return {f"{prefix}.{i}.{sub}": lin for i, layer in enumerate(decoder_layers(model))
+            for sub, lin in find_linears(layer).items()}
+
+
+def final_norm(model: nn.Module) -> nn.Module:
+    for path in NORM_PATHS:
+        obj = _get(model, path)
+        if isinstance(obj, nn.Module):
+            return obj
+    raise ValueError(f"cannot find the final norm of {type(model).__name__}")
+
+
+def lm_head(model: nn.Module) -> nn.Module:
+    return model.get_output_embeddings()

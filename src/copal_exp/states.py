@@ -1,0 +1,102 @@
+"""The state cache of a job: every distinct model state computed so far, what a later step starts
+from (pruned weights for sequential init, a method's memory), and their lifetime.
+
+States are restored from the job's ``states/`` folder on resume, saved there as they complete, and a
+state's carried weights and memory are released (from memory, disk offload and ``states/``) once
+every child step that starts from it has run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from copal_exp.checkpoint import StateStore
+from copal_exp.methods import Memory
+from copal_exp.plan import Plan
+
+
+@dataclass
+class ModelState:
+    """One distinct model state: evaluations, bit-packed keep masks, achieved sparsity, seconds per phase,
+    and — while a child step still needs them — its pruned weights and its method's memory."""
+
+    key: tuple
+    ppl: dict[str, float]
+    masks: dict[str, np.ndarray]
+    sparsity: dict[str, Any]
+    seconds: dict[str, float]
+    weights: dict[str, torch.Tensor] | None = None
+    memory: Memory | None = None
+
+    @property
+    def carries(self) -> bool:
+        return self.weights is not None or self.memory is not None
+
+
+def memory_files(memory: Memory | None) -> list[str]:
+    """The files holding a memory's tensors (offloaded to disk)."""
+    return [h for h in (memory.tensors.values() if memory is not None else ()) if isinstance(h, str)]
+
+
+def discard(memory: Memory | None) -> None:
+    """Remove the on-disk tensors of a memory nothing will start from again."""
+    for path in memory_files(memory):
+        Path(path).unlink(missing_ok=True)
+
+
+def _restore(record: dict[str, Any], carry: dict[str, Any] | None) -> ModelState:
+    state = ModelState(tuple(record["key"]), record["ppl"], record["masks"], record["sparsity"], record["seconds"])
+    if carry is not None:
+        state.weights = carry["weights"]
+        state.memory = Memory(**carry["memory"]) if carry.get("memory") is not None else None
+    return state
+
+
+class StateCache:
+    def __init__(self, linears: dict[str, torch.nn.Linear], store: StateStore | None):
+        self.linears = linears
+        self.dense = {name: lin.weight.data.clone() for name, lin in linears.items()}
+        self.sizes = {name: w.numel() for name, w in self.dense.items()}
+        self.store = store
+        self.states: dict[tuple, ModelState] = {}
+        self.children_left: dict[tuple, int] = {}
+
+    def resume(self, plan: Plan) -> int:
+        """Restore the states the job directory holds (verified); returns how many belong to ``plan``."""
+        saved = self.store.load_all(_restore) if self.store else {}
+        self.states = {key: state for key, state in saved.items() if key in plan.parents}
+        self.children_left = plan.children_left(set(self.states))
+        return len(self.states)
+
+    def start(self, parent: ModelState | None, from_parent_weights: bool) -> None:
+        """Put the weights a step starts from into the model: the parent's pruned ones, or the dense ones."""
+        weights = parent.weights if (from_parent_weights and parent is not None) else self.dense
+        for name, lin in self.linears.items():
+            lin.weight.data.copy_(weights[name])
+
+    def add(self, state: ModelState, keep_weights: bool, memory: Memory | None, keep_carry: bool) -> None:
+        """Record a completed state, with what its children start from when ``keep_carry``; save it."""
+        if keep_carry:
+            state.weights = {n: lin.weight.data.clone() for n, lin in self.linears.items()} if keep_weights else None
+            state.memory = memory
+        else:
+            discard(memory)
+        self.states[state.key] = state
+        if self.store:
+            self.store.save(state)
+
+    def child_done(self, parent: ModelState | None) -> None:
+        """One more child of ``parent`` has run; release its carry after the last."""
+        if parent is None:
+            return
+        self.children_left[parent.key] -= 1
+        if self.children_left[parent.key] == 0:
+            discard(parent.memory)
+            parent.weights = parent.memory = None
+            if self.store:
+                self.store.drop_carry(parent.key)
