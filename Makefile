@@ -34,6 +34,9 @@ test: setup ## Run the whole test suite (unit, protocol, CLI and end-to-end on S
 test-fast: setup ## Run the tests except the end-to-end SmolLM2 ones
 	$(PY) -m pytest -q -m "not slow"
 
+test-unit: setup ## Run the in-process tests only (no SmolLM2, no subprocesses): about a minute
+	$(PY) -m pytest -q -m "not slow and not subprocess"
+
 demo: setup ## Run the main job on the embedded default: SmolLM2, all orders, COPAL vs Wanda vs SparseGPT
 	$(PY) -m copal_exp -m experiment=demo model=$(MODEL) method=copal,wanda,sparsegpt hydra.sweep.dir=multirun/demo $(ARGS)
 	$(PY) -m copal_exp.report multirun/demo
@@ -76,4 +79,4 @@ bench: setup ## Benchmarks on SmolLM2 (per-phase times, floors, COPAL/Wanda, pla
 clean: ## Remove outputs/, multirun/ and caches of this checkout (keeps .venv and the model cache)
 	rm -rf outputs multirun sweeps .pytest_cache
 
-.PHONY: help setup test test-fast demo run report bench table1 table2 table3 appendix_e fig1 fig3 clean
+.PHONY: help setup test test-fast test-unit demo run report bench table1 table2 table3 appendix_e fig1 fig3 clean

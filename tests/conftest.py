@@ -10,6 +10,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "src" / "copal_exp" / "conf"
+#: the tiny-model job every protocol test starts from: random tiny LLaMA, 2 × 32-token segments, 1 window
+TINY = ["model=tiny_llama", "data.nsamples=2", "data.seqlen=32", "eval.max_windows=1", "run.progress=false",
+        "logger=none"]
 
 
 def shared_data_dir() -> Path:
@@ -36,6 +39,8 @@ def compose(overrides: list[str]):
     """Compose the project's config with Hydra's compose API, as the command line would."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+
+    import copal_exp.config  # noqa: F401 - registers every method as a `method=` option
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=overrides)

@@ -15,8 +15,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RECORD = HERE / "data" / "reference_results.json"
-TINY = ["model=tiny_llama", "data.nsamples=2", "data.seqlen=32", "eval.max_windows=1", "run.progress=false",
-        "logger=none", "run.dense_cache=false"]
+TINY_NO_CACHE = ["run.dense_cache=false"]
 JOBS = {
     "dense": ["method=dense"],
     "magnitude-global": ["method=magnitude"],
@@ -45,14 +44,14 @@ def numbers(results: dict) -> dict:
 
 def run_reference_jobs(data_root: Path, workdir: Path) -> dict:
     sys.path.insert(0, str(HERE))
-    from conftest import compose
+    from conftest import TINY, compose
 
     from copal_exp.__main__ import run_job
 
     out = {}
     for name, overrides in JOBS.items():
-        out[name] = numbers(run_job(compose([*TINY, f"data.root={data_root}", *overrides]), workdir / name))
-    base = [*TINY, f"data.root={data_root}", "method=copal", "order=given"]
+        out[name] = numbers(run_job(compose([*TINY, *TINY_NO_CACHE, f"data.root={data_root}", *overrides]), workdir / name))
+    base = [*TINY, *TINY_NO_CACHE, f"data.root={data_root}", "method=copal", "order=given"]
     run_job(compose([*base, "datasets=[wikitext2]", f"state.export={workdir / 's1'}"]), workdir / "continual-1")
     out["copal-continued"] = numbers(run_job(compose([*base, "datasets=[ptb,c4]", f"state.load={workdir / 's1'}"]),
                                              workdir / "continual-2"))

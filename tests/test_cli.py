@@ -54,6 +54,7 @@ def cli(args, cwd, data_root, timeout=600):
                           text=True, timeout=timeout)
 
 
+@pytest.mark.subprocess
 def test_design_card_command_verbatim(tmp_path, data_root):
     small = ["model=tiny_llama", "data.nsamples=2", "data.seqlen=32", "eval.max_windows=1", "run.progress=false"]
     proc = cli("method=copal sparsity=2:4 -m order=all_perms".split() + small, tmp_path, data_root)
@@ -65,6 +66,7 @@ def test_design_card_command_verbatim(tmp_path, data_root):
     assert (result.parent / "ppl_matrices.csv").is_file()
 
 
+@pytest.mark.subprocess
 def test_help_and_cfg_job(tmp_path, data_root):
     proc = cli(["--help"], tmp_path, data_root)
     assert proc.returncode == 0 and "method: copal, dense, magnitude, sparsegpt, wanda" in proc.stdout
@@ -72,6 +74,7 @@ def test_help_and_cfg_job(tmp_path, data_root):
     assert proc.returncode == 0 and "name: wanda" in proc.stdout and "m: 8" in proc.stdout
 
 
+@pytest.mark.subprocess
 def test_bad_input_fails_before_model_loads(tmp_path, data_root):
     env_cache = tmp_path / "cache"
     start = time.time()

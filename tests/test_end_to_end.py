@@ -38,6 +38,7 @@ def test_smollm2_baselines_nm(tmp_path, data_root, method, pattern):
     assert all(math.isfinite(v) for v in results["permutations"][0]["ppl_matrix"][-1])
 
 
+@pytest.mark.subprocess
 def test_demo_command_shortened(tmp_path):
     """`make demo`'s underlying commands on a shortened configuration, in subprocesses."""
     import subprocess

@@ -26,10 +26,8 @@ from copal_exp.methods import Memory
 from copal_exp.states import ModelState
 from copal_exp.storage import read_json, write_json
 
-from conftest import REPO, compose
+from conftest import REPO, TINY, compose
 
-TINY = ["model=tiny_llama", "data.nsamples=2", "data.seqlen=32", "eval.max_windows=1", "run.progress=false",
-        "logger=none"]
 
 
 def job(data_root, *extra):
@@ -50,6 +48,7 @@ def cli(args, cwd, data_root, **kw):
 
 
 # ------------------------------------------------------------------ 1. a refused or failed run destroys nothing
+@pytest.mark.subprocess
 def test_refused_rerun_of_a_finished_sweep_changes_nothing_and_names_the_keys(tmp_path, data_root):
     args = [*TINY, "method=wanda", "order=given", f"hydra.sweep.dir={tmp_path / 'sweep'}", "-m"]
     first = cli(args, tmp_path, data_root)
@@ -329,6 +328,7 @@ def test_run_device_here_lists_what_this_machine_has():
     assert "'cpu'" in str(err.value) and "'auto'" in str(err.value)
 
 
+@pytest.mark.subprocess
 def test_command_line_shows_the_message_without_a_traceback(tmp_path, data_root):
     proc = cli(["data.nsamples=2.7", "model=tiny_llama"], tmp_path, data_root)
     assert proc.returncode == 2 and "Error: data.nsamples=2.7" in proc.stderr and "Traceback" not in proc.stderr
@@ -394,6 +394,7 @@ SLOW = ["model=tiny_llama", "model.hidden_size=256", "model.intermediate_size=51
         "method=sparsegpt", "method.init=sequential"]
 
 
+@pytest.mark.subprocess
 def test_sigterm_marks_the_job_interrupted_keeps_its_states_and_resumes(tmp_path, data_root):
     env = {**os.environ, "COPAL_DATA_DIR": str(data_root), "OMP_NUM_THREADS": "1"}
     out = tmp_path / "job"
@@ -417,6 +418,7 @@ def test_sigterm_marks_the_job_interrupted_keeps_its_states_and_resumes(tmp_path
     assert json.loads((out / "results.json").read_text())["resumed_states"] >= len(saved)
 
 
+@pytest.mark.subprocess
 def test_a_second_process_on_the_same_job_directory_is_refused_at_once(tmp_path, data_root):
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from copal_exp.jobdir import JobLock; "
                                "lock = JobLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(600)",
@@ -467,6 +469,7 @@ def test_the_next_run_removes_what_a_killed_job_left_behind(tmp_path, data_root)
 
 
 # ------------------------------------------------------------------ 7. reports say what they skipped
+@pytest.mark.subprocess
 def test_report_lists_skipped_jobs_and_reports_the_rest(tmp_path, data_root):
     sweep = tmp_path / "sweep"
     good = run_job(job(data_root, "method=magnitude", "order=given"), sweep / "0")
@@ -485,6 +488,7 @@ def test_report_lists_skipped_jobs_and_reports_the_rest(tmp_path, data_root):
     assert "skipped" in (sweep / "report.md").read_text()
 
 
+@pytest.mark.subprocess
 def test_report_on_a_missing_directory_or_a_file_says_so(tmp_path):
     def report(path):
         return subprocess.run([sys.executable, "-m", "copal_exp.report", str(path)], capture_output=True, text=True,

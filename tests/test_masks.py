@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from copal_exp.masks import Pattern, nm_mask, pack_masks, prune_count, select_mask, unstructured_mask
+from copal_exp.masks import Pattern, nm_mask, pack_masks, prune_count, select_mask, unpack_mask, unstructured_mask
 
 
 def test_unstructured_exact_count_despite_ties():
@@ -59,6 +59,9 @@ def test_select_mask_dispatch_and_packing():
     keep = select_mask(score, Pattern.parse("unstructured", ratio=0.5), "row")
     packed = pack_masks({"a": keep})["a"]
     assert packed.nbytes == keep.numel() // 8
+    assert torch.equal(unpack_mask(packed, keep.shape), keep)
+    odd = torch.rand(3, 5) > 0.5  # a size that is not a multiple of 8
+    assert torch.equal(unpack_mask(pack_masks({"b": odd})["b"], odd.shape), odd)
 
 
 @pytest.mark.parametrize("group", ["layer", "row"])

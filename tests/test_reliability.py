@@ -18,10 +18,8 @@ from copal_exp.masks import Pattern
 from copal_exp.methods import build_method
 from copal_exp.models import build_tiny_llama
 
-from conftest import compose
+from conftest import TINY, compose
 
-TINY = ["model=tiny_llama", "data.nsamples=2", "data.seqlen=32", "eval.max_windows=1", "run.progress=false",
-        "logger=none"]
 
 
 # ------------------------------------------------------------------ validation, one test per case
@@ -91,6 +89,7 @@ SLOW_TINY = ["model=tiny_llama", "model.hidden_size=256", "model.intermediate_si
              "method=sparsegpt", "method.init=sequential"]
 
 
+@pytest.mark.subprocess
 def test_sigkill_mid_step_then_resume_gives_identical_results(tmp_path, data_root):
     reference = cli([*SLOW_TINY, f"hydra.run.dir={tmp_path / 'reference'}"], tmp_path, data_root)
     assert reference.wait(timeout=600) == 0, reference.stdout.read()[-2000:]

@@ -9,6 +9,8 @@ import pytest
 
 from conftest import REPO
 
+pytestmark = pytest.mark.subprocess
+
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory, data_root):

@@ -5,14 +5,13 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from copal_exp.__main__ import run_job
 from copal_exp.report import collect
 
-from conftest import compose
+from conftest import TINY, compose
 
-TINY = ["model=tiny_llama", "data.nsamples=2", "data.seqlen=32", "eval.max_windows=1", "run.progress=false",
-        "logger=none"]
 
 
 def test_dense_cache_hit_on_second_job(tmp_path, data_root, monkeypatch):
@@ -27,6 +26,7 @@ def test_dense_cache_hit_on_second_job(tmp_path, data_root, monkeypatch):
 
 
 @pytest.mark.parametrize("method", ["copal", "sparsegpt"])
+@pytest.mark.subprocess
 def test_joblib_per_permutation_jobs_merge_to_the_single_job_summary(tmp_path, data_root, method):
     env = {**os.environ, "COPAL_DATA_DIR": str(data_root), "OMP_NUM_THREADS": "1"}
     extra = ["method.init=sequential"] if method == "sparsegpt" else []
@@ -48,7 +48,8 @@ def test_joblib_per_permutation_jobs_merge_to_the_single_job_summary(tmp_path, d
         assert [v for row in a["ppl_matrix"] for v in row] == pytest.approx([v for row in b["ppl_matrix"] for v in row], rel=1e-4)
 
 
-@pytest.mark.parametrize("place", ["disk", "device"])
+@pytest.mark.parametrize("place", ["disk", pytest.param("device", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="offload to the device equals offload to host memory without CUDA"))])
 def test_offloaded_state_and_activations_give_identical_results(tmp_path, data_root, place):
     base = [*TINY, f"data.root={data_root}", "method=copal", "method.group=row"]
     reference = run_job(compose(base), tmp_path / "ref")

@@ -52,6 +52,19 @@ class Settings:
     resolved: dict[str, Any] = field(default_factory=dict)
 
 
+def register_method_configs() -> None:
+    """Make every registered method a ``method=<name>`` config-group option, its keys and defaults taken
+    from the method's own ``Options`` (the one place they are defined): a new method needs no YAML."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for name, cls in METHODS.items():
+        store.store(group="method", name=name, node={"name": name, "init": cls.inits[0], **cls.defaults()})
+
+
+register_method_configs()
+
+
 def plan_orders(datasets: list[str], kind: str, index: int | None) -> list[tuple[str, ...]]:
     """The dataset orders a job runs: every permutation, or the list as given; ``index`` picks one."""
     orders = list(itertools.permutations(datasets)) if kind == "all_perms" else [tuple(datasets)]

@@ -106,3 +106,9 @@ def sparsity_of(mask: torch.Tensor) -> float:
 def pack_masks(masks: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """Bit-pack keep masks (8 per byte) for storage between steps."""
     return {name: np.packbits(m.cpu().numpy().reshape(-1)) for name, m in masks.items()}
+
+
+def unpack_mask(packed: np.ndarray, shape) -> torch.Tensor:
+    """The boolean keep mask of ``shape`` that :func:`pack_masks` packed."""
+    count = int(np.prod(shape))
+    return torch.from_numpy(np.unpackbits(packed, count=count).astype(bool)).reshape(tuple(shape))
