@@ -7,11 +7,10 @@ import sys
 import time
 
 import pytest
+from conftest import compose
 
 from copal_exp.__main__ import normalise_argv
 from copal_exp.config import ConfigError, validate
-
-from conftest import compose
 
 
 def test_config_groups_compose():

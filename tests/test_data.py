@@ -6,7 +6,12 @@ import random
 import pytest
 import torch
 
-from copal_exp.data import calibration_segments, evaluation_windows, load_dataset_splits, load_text
+from copal_exp.data import (
+    calibration_segments,
+    evaluation_windows,
+    load_dataset_splits,
+    load_text,
+)
 from copal_exp.data.recipes import evaluation_tokens
 from copal_exp.tokens import ByteTokenizer, encode
 

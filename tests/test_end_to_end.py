@@ -3,10 +3,9 @@
 import math
 
 import pytest
+from conftest import compose
 
 from copal_exp.__main__ import run_job
-
-from conftest import compose
 
 pytestmark = pytest.mark.slow
 

@@ -15,19 +15,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY, compose
 
 from copal_exp.__main__ import run_job
 from copal_exp.checkpoint import StateStore
 from copal_exp.config import validate
-from copal_exp.errors import ConfigError, DataError, IntegrityError, JobDirError, StateError, StorageError
+from copal_exp.errors import (
+    ConfigError,
+    DataError,
+    IntegrityError,
+    JobDirError,
+    StateError,
+    StorageError,
+)
 from copal_exp.jobdir import JobLock
-from copal_exp.results import write_results
 from copal_exp.methods import Memory
+from copal_exp.results import write_results
 from copal_exp.states import ModelState
 from copal_exp.storage import read_json, write_json
-
-from conftest import REPO, TINY, compose
-
 
 
 def job(data_root, *extra):

@@ -1,7 +1,15 @@
 import pytest
 import torch
 
-from copal_exp.masks import Pattern, nm_mask, pack_masks, prune_count, select_mask, unpack_mask, unstructured_mask
+from copal_exp.masks import (
+    Pattern,
+    nm_mask,
+    pack_masks,
+    prune_count,
+    select_mask,
+    unpack_mask,
+    unstructured_mask,
+)
 
 
 def test_unstructured_exact_count_despite_ties():

@@ -9,15 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, TINY, compose
 
 from copal_exp.__main__ import run_job
 from copal_exp.config import register_method_configs
 from copal_exp.masks import select_mask
 from copal_exp.methods import METHODS, PruningMethod
 from copal_exp.methods.wanda import accumulate_input_norms, wanda_score
-
-from conftest import REPO, TINY, compose
-
 
 
 class RememberingWanda(PruningMethod):
@@ -81,7 +79,7 @@ def test_a_method_defined_in_a_test_runs_the_whole_protocol(tmp_path, data_root,
     with pytest.raises(ConfigError, match="method.decay=2"):
         run_job(compose([*base, "method.decay=2"]), tmp_path / "four")
     # and its label is the default one of a method without options in the label
-    from copal_exp.report import comparison_table, collect
+    from copal_exp.report import collect, comparison_table
 
     assert "remembering_wanda" in set(comparison_table(collect(tmp_path / "all"))["method"])
 

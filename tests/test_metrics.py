@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from copal_exp.masks import pack_masks
-from copal_exp.metrics import backward_transfer, mask_change, per_dataset, sparsity_report, summary, weight_stasis
+from copal_exp.metrics import (
+    backward_transfer,
+    mask_change,
+    per_dataset,
+    sparsity_report,
+    summary,
+    weight_stasis,
+)
 
 # columns: wikitext2, ptb, c4; rows: after step 1, 2, 3
 R1 = [[10.0, 20.0, 30.0], [11.0, 21.0, 31.0], [12.0, 23.0, 33.0]]  # order ptb → wikitext2 → c4

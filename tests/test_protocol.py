@@ -3,14 +3,13 @@
 import json
 
 import pytest
+from conftest import compose
 
 from copal_exp.__main__ import run_job
 from copal_exp.config import validate
 from copal_exp.models import load_model
 from copal_exp.plan import make_plan
 from copal_exp.runner import Experiment
-
-from conftest import compose
 
 SMALL = ["model=tiny_llama", "data.nsamples=2", "data.seqlen=64", "eval.max_windows=2", "run.progress=false",
          "logger=none"]

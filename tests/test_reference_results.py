@@ -5,7 +5,6 @@ inits, patterns, planner off, a continual state carried across processes)."""
 import json
 
 import pytest
-
 from reference_results import RECORD, run_reference_jobs
 
 

@@ -9,6 +9,7 @@ import time
 
 import pytest
 import torch
+from conftest import TINY, compose
 
 from copal_exp.__main__ import run_job
 from copal_exp.config import ConfigError
@@ -17,9 +18,6 @@ from copal_exp.errors import NonFiniteError
 from copal_exp.masks import Pattern
 from copal_exp.methods import build_method
 from copal_exp.models import build_tiny_llama
-
-from conftest import TINY, compose
-
 
 
 # ------------------------------------------------------------------ validation, one test per case

@@ -6,12 +6,10 @@ import sys
 
 import pytest
 import torch
+from conftest import TINY, compose
 
 from copal_exp.__main__ import run_job
 from copal_exp.report import collect
-
-from conftest import TINY, compose
-
 
 
 def test_dense_cache_hit_on_second_job(tmp_path, data_root, monkeypatch):

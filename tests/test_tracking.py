@@ -3,11 +3,10 @@
 import json
 
 import pytest
-
-from copal_exp.__main__ import run_job
-
 from conftest import compose
 from wandb_records import read_run
+
+from copal_exp.__main__ import run_job
 
 SMALL = ["model=tiny_llama", "data.nsamples=2", "data.seqlen=32", "eval.max_windows=1", "run.progress=false",
          "logger=wandb", "logger.group=test-sweep"]

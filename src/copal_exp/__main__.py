@@ -20,13 +20,20 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from copal_exp.anatomy import prunable_linears
 from copal_exp.checkpoint import StateStore
 from copal_exp.config import check_context, check_model, validate
 from copal_exp.continual import export_state, load_state, model_identity
-from copal_exp.anatomy import prunable_linears
 from copal_exp.errors import JobInterrupted, UserError
-from copal_exp.jobdir import (JobLock, check_configuration, completed_results, read_results, remove_orphans,
-                              remove_temporary_files, write_hydra_files)
+from copal_exp.jobdir import (
+    JobLock,
+    check_configuration,
+    completed_results,
+    read_results,
+    remove_orphans,
+    remove_temporary_files,
+    write_hydra_files,
+)
 from copal_exp.methods import method_class
 from copal_exp.results import library_versions, write_results
 from copal_exp.runner import offload_folder

@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from copal_exp.errors import IntegrityError
-from copal_exp.storage import is_tmp, load_torch, read_json, save_torch, sha256_file, write_json, verify_file
+from copal_exp.storage import (
+    is_tmp,
+    load_torch,
+    read_json,
+    save_torch,
+    sha256_file,
+    verify_file,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 

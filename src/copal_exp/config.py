@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +14,9 @@ from omegaconf import DictConfig, OmegaConf
 from copal_exp.data.demo_suite import DEMO_DATASETS
 from copal_exp.data.sources import KNOWN_DATASETS
 from copal_exp.errors import ConfigError
-from copal_exp.values import boolean, integer, number
 from copal_exp.masks import Pattern
 from copal_exp.methods import METHODS
+from copal_exp.values import boolean, integer, number
 
 INITS = ("global", "sequential")
 ORDER_KINDS = ("all_perms", "given")

@@ -20,7 +20,14 @@ import torch
 
 from copal_exp.errors import IntegrityError, StateError
 from copal_exp.methods import Memory, PruningMethod
-from copal_exp.storage import read_json, sha256_file, storage_error, tmp_path, verify_file, write_json
+from copal_exp.storage import (
+    read_json,
+    sha256_file,
+    storage_error,
+    tmp_path,
+    verify_file,
+    write_json,
+)
 
 FORMAT = "copal_exp.continual_state/2"
 
@@ -69,7 +76,7 @@ def load_state(path: str | Path, identity: dict[str, Any], method: type[PruningM
 
     folder = Path(path)
     meta_path = folder / "state.json"
-    recover = f"Re-export it (state.export=DIR) from the run that made it, or start without state.load."
+    recover = "Re-export it (state.export=DIR) from the run that made it, or start without state.load."
     if not meta_path.is_file():
         raise StateError(f"state.load={path}: no state.json there (export one with state.export=DIR)")
     meta = read_json(meta_path, recover)

@@ -9,9 +9,9 @@ Only the layer being processed sits on ``device``; the rest and the activations 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from collections import defaultdict
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch

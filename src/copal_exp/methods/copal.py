@@ -9,13 +9,13 @@ tokens before the absolute value) or a single token (Σ_tokens |∇| = 2 |ΔY|�
 
 from __future__ import annotations
 
-import torch
-
 from dataclasses import dataclass
 
+import torch
+
 from copal_exp.masks import select_mask
-from copal_exp.values import number
 from copal_exp.methods.registry import PruningMethod, register
+from copal_exp.values import number
 
 GRANULARITIES = ("segment", "token")
 GROUPS = ("layer", "row")

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from copal_exp.masks import Pattern, nm_mask, prune_count
-from copal_exp.values import integer, number
 from copal_exp.methods.registry import PruningMethod, register
+from copal_exp.values import integer, number
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,135 @@
+"""The paper's tables (and the comparison table) as pandas frames, written as Markdown, CSV and LaTeX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from copal_exp.methods import reference_method
+from copal_exp.runs import datasets_label, model_name, pattern_label, prunes, run_label
+
+
+def comparison_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per job; ``model`` and ``datasets`` columns when the jobs differ in them; a dense row per
+    model and dataset list, from that model's own dense perplexities, unless a dense job is there."""
+    rows = []
+    dense_jobs = set()
+    for r in runs:
+        s = r["summary"]
+        dense = not prunes(r)
+        if dense:
+            dense_jobs.add((model_name(r), datasets_label(r)))
+        ws = r.get("weight_stasis") and not dense
+        a_bwt, m_bwt = ("WS", "WS") if ws else (None, None) if dense else (s["a_bwt"], s["m_bwt"])
+        rows.append({"model": model_name(r), "datasets": datasets_label(r), "method": run_label(r),
+                     "pattern": pattern_label(r), "a_bwt": a_bwt, "m_bwt": m_bwt,
+                     "a_ppl": s["a_ppl"], "m_ppl": s["m_ppl"], "orders": len(r["permutations"])})
+    dense_rows = []
+    for r in runs:  # every job measured its dense model too
+        group = (model_name(r), datasets_label(r))
+        if group in dense_jobs:
+            continue
+        dense_jobs.add(group)
+        dense = r["dense_ppl"]
+        dense_rows.append({"model": group[0], "datasets": group[1], "method": reference_method().name, "pattern": "-",
+                           "a_bwt": None,
+                           "m_bwt": None, "a_ppl": sum(dense.values()) / len(dense), "m_ppl": max(dense.values()),
+                           "orders": 0})
+    frame = pd.DataFrame(dense_rows + rows)
+    if frame.empty:
+        return frame
+    frame = frame.sort_values(["model", "datasets"], kind="stable").reset_index(drop=True)
+    for column in ("model", "datasets"):
+        if frame[column].nunique() <= 1:
+            frame = frame.drop(columns=column)
+    return frame
+
+
+def _pm(mean, std) -> str:
+    return "–" if mean is None else f"{mean:.3f} ± {std:.3f}"
+
+
+def table1(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """Paper Table 1: BWT per method and init, ``WS`` where the masks never moved after step 1."""
+    frame = comparison_table(runs)
+    columns = [c for c in ("model", "datasets", "method", "pattern", "a_bwt", "m_bwt") if c in frame.columns]
+    return frame[frame["method"] != reference_method().name][columns].reset_index(drop=True)
+
+
+def table2(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """Paper Table 2: a-/m-bwt, a-/m-ppl per method, one column block per sparsity pattern, paper beside."""
+    from copal_exp.paper import TABLE2_LLAMA7B
+
+    frame = comparison_table(runs)
+    rows = []
+    for r in frame.itertuples(index=False):
+        base = r.method.split(" (")[0]
+        paper_pattern = "unstructured 50%" if r.pattern == "-" else r.pattern
+        # the paper's Table 2 starts every step from the dense model: no reference for sequential init
+        ref = None if r.method.endswith("(sequential)") else TABLE2_LLAMA7B.get(paper_pattern, {}).get(base)
+        rows.append({"method": r.method, "pattern": r.pattern, "a_bwt": r.a_bwt, "m_bwt": r.m_bwt, "a_ppl": r.a_ppl,
+                     "m_ppl": r.m_ppl, "paper_a_bwt": ref[0] if ref else None, "paper_m_bwt": ref[1] if ref else None,
+                     "paper_a_ppl": ref[2] if ref else None, "paper_m_ppl": ref[3] if ref else None})
+    return pd.DataFrame(rows)
+
+
+def table3(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """Paper Table 3: per dataset, BWT (orders where it is not last) and final PPL, mean ± std."""
+    rows = []
+    for r in runs:
+        if not prunes(r):
+            continue
+        row = {"method": run_label(r), "pattern": pattern_label(r)}
+        for d, v in r["per_dataset"].items():
+            row[f"{d} BWT"] = _pm(v["bwt_mean"], v["bwt_std"])
+            row[f"{d} PPL"] = _pm(v["ppl_mean"], v["ppl_std"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def appendix_e(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """Paper Appendix E: overall BWT (over orders) and final PPL (over orders × datasets), mean ± std."""
+    import numpy as np
+
+    rows = []
+    for r in runs:
+        bwts = [p["bwt"] for p in r["permutations"] if p["bwt"] is not None]
+        finals = [v for p in r["permutations"] for v in p["ppl_matrix"][-1]]
+        rows.append({"method": run_label(r), "pattern": pattern_label(r),
+                     "BWT": _pm(float(np.mean(bwts)), float(np.std(bwts))) if bwts else "–",
+                     "PPL": _pm(float(np.mean(finals)), float(np.std(finals)))})
+    return pd.DataFrame(rows)
+
+
+TABLES = {"comparison": comparison_table, "table1": table1, "table2": table2, "table3": table3,
+          "appendix_e": appendix_e}
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and pd.isna(v)):
+        return "–"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def to_markdown(frame: pd.DataFrame) -> str:
+    cols = list(frame.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def to_latex(frame: pd.DataFrame) -> str:
+    cols = list(frame.columns)
+    body = [" & ".join(_fmt(v).replace("–", "--") for v in row) + r" \\" for row in frame.itertuples(index=False)]
+    return "\n".join([r"\begin{tabular}{" + "l" * 2 + "r" * (len(cols) - 2) + "}", r"\toprule",
+                      " & ".join(c.replace("_", "-") for c in cols) + r" \\", r"\midrule", *body,
+                      r"\bottomrule", r"\end{tabular}"])
+
+
+def write_table(frame: pd.DataFrame, sweep: Path, name: str, skipped: list[tuple[str, str]] = ()) -> str:
+    md = to_markdown(frame)
+    note = "".join(f"\n- skipped {where}: {why}" for where, why in skipped)
+    (sweep / f"{name}.md").write_text(md + ("\n\nJobs not in this table:" + note if note else "") + "\n")
+    (sweep / f"{name}.tex").write_text(to_latex(frame) + "\n")
+    frame.to_csv(sweep / f"{name}.csv", index=False)
+    return md
