@@ -1,4 +1,4 @@
-"""The metrics of DESIGN §5 on hand-written matrices, with hand-computed expectations."""
+"""The metrics of docs/design.md ("Metrics") on hand-written matrices, with hand-computed expectations."""
 
 import pytest
 import torch

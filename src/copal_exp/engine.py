@@ -1,4 +1,4 @@
-"""The layer-by-layer pruning engine (DESIGN §2). It knows nothing of any method.
+"""The layer-by-layer pruning engine (docs/design.md, "Protocol"). It knows nothing of any method.
 
 For each decoder layer in turn: hooks on its linears feed the calibration inputs/outputs to the
 method, the method returns new weights and keep masks, and the segments run again through the

@@ -1,4 +1,4 @@
-"""Perplexity (DESIGN §5): exp of the mean next-token NLL over non-overlapping windows."""
+"""Perplexity (docs/design.md, "Metrics"): exp of the mean next-token NLL over non-overlapping windows."""
 
 from __future__ import annotations
 

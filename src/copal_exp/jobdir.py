@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from copal_exp.config import result_config
 from copal_exp.errors import JobDirError
+from copal_exp.identity import result_config
 from copal_exp.results import RESULTS_FILE
 from copal_exp.storage import is_tmp
 

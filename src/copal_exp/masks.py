@@ -1,4 +1,4 @@
-"""Sparsity patterns and mask selection (DESIGN §3).
+"""Sparsity patterns and mask selection (docs/design.md, "Masks").
 
 Masks are *keep* masks: ``True`` marks a weight that survives, so a pruned weight is ``W * mask``.
 Every function here is pure and works on plain tensors.
@@ -42,7 +42,13 @@ class Pattern:
 
     @property
     def name(self) -> str:
+        """The one label of a pattern, in results, CSV, W&B tags and tables: ``2:4`` or ``unstructured 50%``."""
         return f"{self.n}:{self.m}" if self.kind == "nm" else f"unstructured {self.ratio:.0%}"
+
+    @classmethod
+    def label(cls, sparsity: dict) -> str:
+        """:attr:`name` of a ``sparsity`` config section."""
+        return cls.parse(sparsity.get("pattern"), sparsity.get("ratio"), sparsity.get("n"), sparsity.get("m")).name
 
     def check_shape(self, name: str, in_features: int) -> None:
         """Raise if an N:M pattern cannot tile a layer's input dimension."""

@@ -1,4 +1,4 @@
-"""Continual-pruning metrics (DESIGN §5, paper eqs. 12–14). Pure functions on plain lists.
+"""Continual-pruning metrics (docs/design.md, "Metrics"; paper eqs. 12–14). Pure functions on plain lists.
 
 A perplexity matrix ``R`` for an order ``π`` has one row per step (row t = after step t) and one
 column per dataset in the run's ``datasets`` order; ``order`` holds the column indices of ``π``.

@@ -1,4 +1,4 @@
-"""The COPAL paper's reference figures (LLaMA-7B, Table 2; DESIGN §7), printed beside our tables."""
+"""The COPAL paper's reference figures (LLaMA-7B, Table 2; docs/design.md), printed beside our tables."""
 
 # pattern -> method -> (a_bwt, m_bwt, a_ppl, m_ppl); None where the paper prints WS or "–"
 TABLE2_LLAMA7B: dict[str, dict[str, tuple]] = {

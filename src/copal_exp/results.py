@@ -28,10 +28,20 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def matrix_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (permutation, step): the order as ``a>b>c``, the step (from 1), its dataset, the
+    perplexity on every dataset, the mask change and sparsity — the rows of the CSV, the W&B history
+    and table, and anything else that lists matrices."""
+    return [{"permutation": k, "order": ">".join(perm["order"]), "step": t + 1, "step_dataset": perm["order"][t],
+             "ppl": dict(zip(results["datasets"], row)), "mask_change": perm["mask_change"][t],
+             "sparsity": perm["sparsity"][t]}
+            for k, perm in enumerate(results.get("permutations", [])) for t, row in enumerate(perm["ppl_matrix"])]
+
+
 def _protect_complete(path: Path, results: dict[str, Any]) -> None:
     """A complete ``results.json`` is replaced only by a complete one of the same configuration."""
-    from copal_exp.config import result_config
     from copal_exp.errors import JobDirError
+    from copal_exp.identity import result_config
 
     if not path.is_file():
         return
@@ -52,16 +62,11 @@ def write_results(results: dict[str, Any], out_dir: str | Path) -> Path:
     out = Path(out_dir)
     _protect_complete(out / RESULTS_FILE, results)
     write_text(out / RESULTS_FILE, json.dumps(results, indent=2, default=str))
-    cfg = results.get("config", {})
-    method = cfg.get("method", {})
-    rows = []
-    for perm in results.get("permutations", []):
-        for t, row in enumerate(perm["ppl_matrix"]):
-            for name, ppl in zip(results["datasets"], row):
-                rows.append({"method": method.get("name"), "init": method.get("init", ""),
-                             "pattern": results.get("sparsity", {}).get("pattern", ""),
-                             "order": ">".join(perm["order"]), "step": t + 1, "step_dataset": perm["order"][t],
-                             "dataset": name, "ppl": ppl})
+    method = results.get("config", {}).get("method", {})
+    pattern = results.get("sparsity", {}).get("pattern", "")
+    rows = [{"method": method.get("name"), "init": method.get("init", ""), "pattern": pattern, "order": row["order"],
+             "step": row["step"], "step_dataset": row["step_dataset"], "dataset": name, "ppl": ppl}
+            for row in matrix_rows(results) for name, ppl in row["ppl"].items()]
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=CSV_FIELDS)
     writer.writeheader()

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from copal_exp.masks import Pattern
 from copal_exp.methods import method_class
 from copal_exp.results import RESULTS_FILE
 
@@ -23,8 +24,7 @@ def run_label(results: dict[str, Any]) -> str:
 def pattern_label(results: dict[str, Any]) -> str:
     if not prunes(results):
         return "-"
-    sp = results["config"]["sparsity"]
-    return f"{sp['n']}:{sp['m']}" if sp["pattern"] == "nm" else f"unstructured {sp['ratio']:.0%}"
+    return Pattern.label(results["config"]["sparsity"])
 
 
 def collect(sweep: Path, merge: bool = True, skipped: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
@@ -66,7 +66,7 @@ def datasets_label(results: dict[str, Any]) -> str:
 
 
 def _signature(results: dict[str, Any]) -> str:
-    from copal_exp.config import result_config
+    from copal_exp.identity import result_config
 
     cfg = result_config(results["config"])
     cfg["order"]["index"] = None

@@ -16,6 +16,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from copal_exp.masks import Pattern
+from copal_exp.results import matrix_rows
+
 log = logging.getLogger(__name__)
 
 
@@ -85,7 +88,7 @@ class WandbLogger(NullLogger):
             method = config["method"]
             init = method.get("init", "global")
             sparsity = config["sparsity"]
-            pattern = f"{sparsity['n']}:{sparsity['m']}" if sparsity["pattern"] == "nm" else f"unstructured-{sparsity['ratio']}"
+            pattern = Pattern.label(sparsity)
             group = cfg.get("group") or (out_dir.parent.name if out_dir.name.isdigit() else out_dir.name)
             self.run = wandb.init(
                 project=cfg.get("project", "copal_exp"), entity=cfg.get("entity"), mode=mode, dir=str(out_dir),
@@ -119,15 +122,13 @@ class WandbLogger(NullLogger):
 
     def _log_new_permutations(self, results):
         datasets = results["datasets"]
-        for k, perm in enumerate(results.get("permutations", [])):
-            if k in self.logged:
-                continue
-            for t, row in enumerate(perm["ppl_matrix"]):
-                self.run.log({"permutation": k, "order": ">".join(perm["order"]), "step": t + 1,
-                              "step_dataset": perm["order"][t],
-                              **{f"ppl/{d}": v for d, v in zip(datasets, row)},
-                              "mask_change": perm["mask_change"][t], "sparsity": perm["sparsity"][t]})
-            self.logged.add(k)
+        done = {k for k, perm in enumerate(results.get("permutations", [])) if k not in self.logged}
+        for row in matrix_rows(results):
+            if row["permutation"] in done:
+                self.run.log({"permutation": row["permutation"], "order": row["order"], "step": row["step"],
+                              "step_dataset": row["step_dataset"], **{f"ppl/{d}": row["ppl"][d] for d in datasets},
+                              "mask_change": row["mask_change"], "sparsity": row["sparsity"]})
+        self.logged |= done
 
     def finish(self, results: dict[str, Any], failed: bool = False) -> None:
         if self.run is None:
@@ -141,8 +142,8 @@ class WandbLogger(NullLogger):
 
         wandb = self.wandb
         datasets = results["datasets"]
-        rows = [[">".join(p["order"]), t + 1, p["order"][t], *row]
-                for p in results.get("permutations", []) for t, row in enumerate(p["ppl_matrix"])]
+        rows = [[row["order"], row["step"], row["step_dataset"], *(row["ppl"][d] for d in datasets)]
+                for row in matrix_rows(results)]
         payload: dict[str, Any] = {
             "ppl_matrices": wandb.Table(columns=["order", "step", "step_dataset", *datasets], data=rows)}
         for k, perm in enumerate(results.get("permutations", [])):

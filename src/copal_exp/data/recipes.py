@@ -2,7 +2,7 @@
 
 ``random.seed(seed)``, then per segment for wikitext2/ptb ``i = random.randint(0, n − seqlen − 1)``
 on the tokenised joined training text; for c4, draw documents until one tokenises to more than
-``seqlen`` tokens, then a window inside it (DESIGN §6). Same seed and data → same segments.
+``seqlen`` tokens, then a window inside it (docs/design.md, "Data recipes"). Same seed and data → same segments.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Where each dataset's text comes from (DESIGN §6): ``data.root`` first, then the Hugging Face Hub.
+"""Where each dataset's text comes from (docs/design.md, "Data recipes"): ``data.root`` first, then the Hugging Face Hub.
 
 A local directory is laid out like ``../shared/data``. Where the exact split is missing locally,
 the stand-in that shared/data/README names is used and recorded in the provenance; if neither
@@ -7,15 +7,14 @@ exists the exact Hub recipe is tried, and if that fails too the error says how t
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from copal_exp.data.demo_suite import DEMO_DATASETS
+from copal_exp.data.files import read_rows
 from copal_exp.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -62,7 +61,7 @@ LOCAL_FILES: dict[tuple[str, str], list[tuple[str, str, str | None]]] = {
     ],
 }
 
-#: The exact Hugging Face recipes (DESIGN §6); ``data.hub`` in the config may override any field.
+#: The exact Hugging Face recipes (docs/design.md, "Data recipes"); ``data.hub`` in the config may override any field.
 HUB_RECIPES: dict[str, dict[str, Any]] = {
     "wikitext2": {"path": "wikitext", "name": "wikitext-2-raw-v1", "field": "text",
                   "split": {"calibration": "train", "evaluation": "test"}},
@@ -73,70 +72,6 @@ HUB_RECIPES: dict[str, dict[str, Any]] = {
            "data_files": {"calibration": {"train": "en/c4-train.00000-of-01024.json.gz"},
                           "evaluation": {"validation": "en/c4-validation.00000-of-00008.json.gz"}}},
 }
-
-
-FIELDS = {"jsonl": "text"}
-
-
-def _lines(path: Path):
-    """``(line number, raw bytes)`` of a text file, gzip-compressed when its name ends in ``.gz``."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        yield from enumerate(fh, start=1)
-
-
-def read_rows(path: Path, reader: str, dataset: str = "", role: str = "") -> list[str]:
-    """Rows of a local file as the Hub's loader would give them.
-
-    A damaged file (truncated gzip or JSON line, bytes that are not UTF-8, a row without the text
-    field, no rows at all) raises :class:`DataError` naming the dataset, split, file and line.
-    """
-    where = f"{dataset} {role} split: {path}" if dataset else str(path)
-    if reader not in ("jsonl", "lines", "sentences"):
-        raise ValueError(f"unknown reader {reader!r}")
-    line_no = 0
-    rows: list[str] = []
-
-    def decode(raw: bytes, first_line: int) -> str:
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            at = first_line + raw[: exc.start].count(b"\n")
-            raise DataError(f"{where}: line {at} is not valid UTF-8 (bytes {raw[exc.start:exc.start + 4]!r})") from None
-
-    try:
-        if reader == "jsonl":
-            for line_no, raw in _lines(path):
-                line = decode(raw, line_no)
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise DataError(f"{where}: line {line_no} is not a complete JSON object ({exc.msg} at column "
-                                    f"{exc.colno}; a truncated or damaged file?)") from None
-                field_name = FIELDS["jsonl"]
-                if not isinstance(record, dict) or not isinstance(record.get(field_name), str):
-                    keys = sorted(record) if isinstance(record, dict) else type(record).__name__
-                    raise DataError(f"{where}: line {line_no} has no {field_name!r} field holding text (found {keys})")
-                rows.append(record[field_name])
-        else:
-            chunks = []
-            for line_no, raw in _lines(path):
-                chunks.append(raw)
-            lines = decode(b"".join(chunks), 1).splitlines(keepends=True)
-            if reader == "lines":  # the wikitext loader: one row per line, blank lines become ""
-                rows = [line if line.strip() else "" for line in lines]
-            else:  # ptb_text_only: sentence = line.strip()
-                rows = [line.strip() for line in lines]
-    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        raise DataError(f"{where}: the gzip stream is damaged after line {line_no} ({type(exc).__name__}: {exc}); "
-                        "download the file again") from None
-    except OSError as exc:
-        raise DataError(f"{where}: cannot be read ({exc.strerror or exc})") from None
-    if not any(row.strip() for row in rows):
-        raise DataError(f"{where}: the file holds no text ({'empty' if line_no == 0 else 'only blank rows'})")
-    return rows
 
 
 def default_root() -> Path | None:

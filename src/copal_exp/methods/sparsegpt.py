@@ -1,4 +1,4 @@
-"""SparseGPT (Frantar & Alistarh 2023): OBS-style mask selection with error compensation (DESIGN §4).
+"""SparseGPT (Frantar & Alistarh 2023): OBS-style mask selection with error compensation (docs/design.md, "Methods").
 
 ``accumulate_hessian`` and ``sparsify_weight`` are pure functions on plain tensors. All arithmetic
 is fp32 with TF32 disabled.
