@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from copal_exp.errors import ConfigError
-from copal_exp.values import boolean, integer
+from copal_exp.schema import DataConfig, EvalConfig, RunConfig, StateConfig, coerce
+from copal_exp.values import integer
 
 MODEL_SOURCES = ("pypi_gguf", "tiny", "hub")
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
@@ -72,34 +73,22 @@ def _check_model(model: dict[str, Any]) -> None:
         model["init_seed"] = integer(model.get("init_seed", 0), "model.init_seed")
 
 
-def _check_data(data: dict[str, Any]) -> None:
-    data["nsamples"] = integer(data.get("nsamples"), "data.nsamples", minimum=1)
-    data["seqlen"] = integer(data.get("seqlen"), "data.seqlen", minimum=2)
-    data["seed"] = integer(data.get("seed"), "data.seed")
-    for key in ("use_hub", "token_cache"):
-        if key in data:
-            boolean(data[key], f"data.{key}")
+def _check_data(data: dict[str, Any]) -> dict[str, Any]:
+    data = coerce(data, DataConfig, "data")
     root = data.get("root")
     if root is not None:
         path = Path(str(root)).expanduser()
         _require(path.exists(), f"data.root={root}: no such directory (set data.root or COPAL_DATA_DIR to a directory "
                                 "laid out like shared/data, or null for the default)")
         _require(path.is_dir(), f"data.root={root}: not a directory (give the folder that holds wikitext2/, ptb/, c4/)")
+    return data
 
 
-def _check_run(run: dict[str, Any], ev: dict[str, Any], state: dict[str, Any]) -> None:
-    ev["max_windows"] = integer(ev.get("max_windows"), "eval.max_windows", minimum=1, allow_none=True)
-    ev["batch_size"] = integer(ev.get("batch_size", 1), "eval.batch_size", minimum=1)
-    boolean(ev.get("layerwise", False), "eval.layerwise")
-    run["device"] = check_device(run.get("device", "auto"))
-    for key in ("planner", "progress", "dense_cache"):
-        if key in run:
-            boolean(run[key], f"run.{key}")
-    for what, place in (run.get("offload") or {}).items():
-        if what != "dir":
-            _require(place in ("device", "cpu", "disk"),
-                     f"run.offload.{what}={place!r}: allowed values are 'device', 'cpu', 'disk'")
+def _check_run(run: dict[str, Any], ev: dict[str, Any], state: dict[str, Any]) -> tuple[dict, dict, dict]:
+    ev, run, state = coerce(ev, EvalConfig, "eval"), coerce(run, RunConfig, "run"), coerce(state, StateConfig, "state")
+    run["device"] = check_device(run["device"])
     if state.get("load") is not None:
         folder = Path(str(state["load"])).expanduser()
         _require((folder / "state.json").is_file(),
                  f"state.load={state['load']}: no exported state there (no state.json); export one with state.export=DIR")
+    return run, ev, state

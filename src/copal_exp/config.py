@@ -15,6 +15,7 @@ from copal_exp.data.sources import KNOWN_DATASETS
 from copal_exp.errors import ConfigError
 from copal_exp.masks import Pattern
 from copal_exp.methods import METHODS
+from copal_exp.schema import register_base
 from copal_exp.values import integer, number
 
 INITS = ("global", "sequential")
@@ -47,6 +48,7 @@ def register_method_configs() -> None:
 
 
 register_method_configs()
+register_base()
 
 
 def plan_orders(datasets: list[str], kind: str, index: int | None) -> list[tuple[str, ...]]:
@@ -95,11 +97,10 @@ def validate(cfg: DictConfig | dict) -> Settings:
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 
-    model, data, ev, run = (_section(c, key) for key in ("model", "data", "eval", "run"))
+    model = _section(c, "model")
     _check_model(model)
-    _check_data(data)
-    state = c.get("state") or {}
-    _check_run(run, ev, state)
+    c["data"] = data = _check_data(c.get("data"))
+    c["run"], c["eval"], c["state"] = run, ev, state = _check_run(c.get("run"), c.get("eval"), c.get("state") or {})
     c["datasets"] = datasets
     if state.get("load") or state.get("export"):
         carriers = sorted(n for n, m in METHODS.items() if m.carries_memory)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,7 +21,7 @@ from copal_exp.anatomy import decoder_layers, find_linears, layer_prefix
 from copal_exp.capture import capture_layer_inputs, run_layer
 from copal_exp.errors import NonFiniteError
 from copal_exp.methods.registry import Memory, PruningMethod
-from copal_exp.offload import Offloader
+from copal_exp.offload import Offloader, discard
 
 
 def synchronize() -> None:
@@ -111,18 +110,11 @@ def prune_model(
                     inputs.hidden = run_layer(layer, inputs, device, keep=activations)
                 except NonFiniteError as exc:
                     raise NonFiniteError(f"{desc}: non-finite activations leaving decoder layer {index} ({exc})") from None
-                _discard(hidden)
+                discard(hidden)
         layer.to("cpu")
     if inputs is not None:
-        _discard(inputs.hidden)
+        discard(inputs.hidden)
     return masks, carried
-
-
-def _discard(handles: list) -> None:
-    """Delete activation files that no later layer will read."""
-    for h in handles:
-        if isinstance(h, str):
-            Path(h).unlink(missing_ok=True)
 
 
 def _stats_hook(method: PruningMethod, stats: dict[str, Any], sub: str):

@@ -53,6 +53,13 @@ class Offloader:
         return load_file(handle, device=str(device))["t"]
 
 
+def discard(handles) -> None:
+    """Delete the files behind handles nothing will read again (tensors in memory are left to the GC)."""
+    for handle in handles:
+        if isinstance(handle, str):
+            Path(handle).unlink(missing_ok=True)
+
+
 def materialize(handle) -> torch.Tensor:
     """A CPU tensor from any handle (for export and checkpoints)."""
     return Offloader.load(handle, "cpu")

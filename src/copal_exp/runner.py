@@ -76,7 +76,7 @@ class Experiment:
 
     def __init__(self, settings: Settings, model, tokenizer, on_progress=None, store: StateStore | None = None,
                  initial_memory: Memory | None = None, keep_final_state: bool = False):
-        self.s = settings
+        self.settings = settings
         self.model, self.tokenizer = model, tokenizer
         self.device = resolve_device(settings.run.get("device", "auto"))
         self.progress = bool(settings.run.get("progress", True))
@@ -96,7 +96,7 @@ class Experiment:
 
     def run(self, data: dict[str, DatasetSplits] | None = None, data_root: str | None = None) -> dict[str, Any]:
         """Run the protocol on ``data`` (as :func:`load_job_data` gives it; loaded here when not given)."""
-        s, t0 = self.s, time.perf_counter()
+        s, t0 = self.settings, time.perf_counter()
         if data is None:
             with self.timer("data"):
                 data, data_root = load_job_data(s, self.tokenizer)
@@ -130,7 +130,7 @@ class Experiment:
         return self.results
 
     def run_steps(self, data: dict[str, DatasetSplits], evaluator: Evaluator) -> None:
-        s, method = self.s, self.method
+        s, method = self.settings, self.method
         sequential = s.init == "sequential"
         plan = self.plan = make_plan(s.orders, method.carries_memory or sequential, bool(s.run.get("planner", True)))
         offload = s.run.get("offload") or {}
@@ -174,14 +174,14 @@ class Experiment:
 
     def plan_info(self) -> dict[str, Any]:
         if not self.method.prunes:
-            return {"prune_steps": 0, "evaluations": len(self.s.datasets)}
-        return {"prune_steps": self.plan.prune_steps, "evaluations": self.plan.prune_steps * len(self.s.datasets),
-                "prune_steps_without_planner": sum(len(o) for o in self.s.orders),
+            return {"prune_steps": 0, "evaluations": len(self.settings.datasets)}
+        return {"prune_steps": self.plan.prune_steps, "evaluations": self.plan.prune_steps * len(self.settings.datasets),
+                "prune_steps_without_planner": sum(len(o) for o in self.settings.orders),
                 "state_keys": "prefix" if self.plan.carries_state else "dataset"}
 
     def assemble(self) -> dict[str, Any]:
         """Per-permutation matrices and every metric, from the distinct states computed so far."""
-        s, prunes = self.s, self.method.prunes
+        s, prunes = self.settings, self.method.prunes
         perms, last = [], None
         for order, keys in zip(s.orders, self.plan.keys):
             if not all(key in self.states for key in keys):

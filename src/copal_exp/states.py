@@ -9,7 +9,6 @@ every child step that starts from it has run.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,6 +16,7 @@ import torch
 
 from copal_exp.checkpoint import StateStore
 from copal_exp.methods import Memory
+from copal_exp.offload import discard
 from copal_exp.plan import Plan
 
 
@@ -43,10 +43,9 @@ def memory_files(memory: Memory | None) -> list[str]:
     return [h for h in (memory.tensors.values() if memory is not None else ()) if isinstance(h, str)]
 
 
-def discard(memory: Memory | None) -> None:
+def discard_memory(memory: Memory | None) -> None:
     """Remove the on-disk tensors of a memory nothing will start from again."""
-    for path in memory_files(memory):
-        Path(path).unlink(missing_ok=True)
+    discard(memory_files(memory))
 
 
 def _restore(record: dict[str, Any], carry: dict[str, Any] | None) -> ModelState:
@@ -85,7 +84,7 @@ class StateCache:
             state.weights = {n: lin.weight.data.clone() for n, lin in self.linears.items()} if keep_weights else None
             state.memory = memory
         else:
-            discard(memory)
+            discard_memory(memory)
         self.states[state.key] = state
         if self.store:
             self.store.save(state)
@@ -96,7 +95,7 @@ class StateCache:
             return
         self.children_left[parent.key] -= 1
         if self.children_left[parent.key] == 0:
-            discard(parent.memory)
+            discard_memory(parent.memory)
             parent.weights = parent.memory = None
             if self.store:
                 self.store.drop_carry(parent.key)

@@ -1,0 +1,133 @@
+"""The config schema: every key of the ``data``, ``eval``, ``state`` and ``run`` sections typed, with its
+default, once. The sections are registered with Hydra (``copal_exp_base``, the first entry of
+``conf/config.yaml``'s defaults) from these dataclasses, and :func:`coerce` reads a composed section
+back into its declared types, with a :class:`ConfigError` naming the key for a wrong type or range.
+Model, sparsity, order and logger come from their config groups' YAML files and are checked in
+:mod:`copal_exp.checks`; method options from each method's own ``Options`` (:mod:`copal_exp.methods`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from copal_exp.errors import ConfigError
+from copal_exp.values import boolean, integer, number
+
+PLACES = ("device", "cpu", "disk")
+
+
+def key(default: Any, doc: str, **limits: Any) -> Any:
+    """A config key: its default, what it means (README's reference says the same), and limits
+    (``minimum``, ``choices``)."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: default, metadata={"doc": doc, **limits})
+    return field(default=default, metadata={"doc": doc, **limits})
+
+
+HUB = {"wikitext2": {"path": "wikitext", "name": "wikitext-2-raw-v1", "revision": None},
+       "ptb": {"path": "ptb_text_only", "name": "penn_treebank", "revision": None},
+       "c4": {"path": "allenai/c4", "name": None, "revision": None}}
+
+
+@dataclass
+class DataConfig:
+    root: Optional[str] = key("${oc.env:COPAL_DATA_DIR,null}",
+                              "a directory laid out like shared/data; null = ../shared/data if present, else the Hub")
+    nsamples: int = key(16, "calibration segments per step", minimum=1)
+    seqlen: int = key("${model.seqlen}", "tokens per segment and per evaluation window", minimum=2)
+    seed: int = key(0, "Python random.seed for segment sampling, as SparseGPT/Wanda")
+    demo_root: Optional[str] = key(None, "demo-suite cache; null = $COPAL_CACHE_DIR/data/demo")
+    token_cache: bool = key(True, "remember tokenised texts under $COPAL_CACHE_DIR/tokens")
+    use_hub: bool = key(True, "fall back to the Hugging Face Hub when data.root lacks a split")
+    hub: dict = key(HUB, "Hub dataset ids, configs and revisions per dataset (docs/design.md, 'Data recipes')")
+
+
+@dataclass
+class EvalConfig:
+    max_windows: Optional[int] = key(None, "cap on evaluation windows per dataset; null = the whole split", minimum=1)
+    batch_size: int = key(1, "windows per forward pass", minimum=1)
+    layerwise: bool = key(False, "evaluate one decoder layer at a time on the device (models larger than the GPU)")
+
+
+@dataclass
+class StateConfig:
+    load: Optional[str] = key(None, "a folder exported earlier: start from its method memory")
+    export: Optional[str] = key(None, "write the method memory after the last step here (needs a single order)")
+
+
+@dataclass
+class OffloadConfig:
+    memory: str = key("cpu", "where a method's memory waits between steps (COPAL's G)", choices=PLACES)
+    activations: str = key("cpu", "where calibration activations wait between layers", choices=PLACES)
+    dir: Optional[str] = key(None, "folder for disk offload; null = <job dir>/offload")
+
+
+@dataclass
+class RunConfig:
+    device: str = key("auto", "auto = cuda when available, else cpu; or cpu, cuda, cuda:N")
+    planner: bool = key(True, "compute each distinct model state once (false: every order from scratch)")
+    offload: OffloadConfig = field(default_factory=OffloadConfig)
+    dense_cache: bool = key(True, "reuse dense perplexities across jobs ($COPAL_CACHE_DIR/dense)")
+    progress: bool = key(True, "tqdm bars: permutation, step, layer")
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "eval": EvalConfig, "state": StateConfig, "run": RunConfig}
+DATASETS = ["wikitext2", "ptb", "c4"]
+
+
+def base_node() -> dict[str, Any]:
+    """The defaults of every schema section, as the config node Hydra composes first."""
+    return {"datasets": list(DATASETS), **{name: dataclasses.asdict(cls()) for name, cls in SECTIONS.items()}}
+
+
+def register_base() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="copal_exp_base", node=base_node())
+
+
+def _coerce_value(value: Any, kind: Any, where: str, meta: dict[str, Any]) -> Any:
+    optional = typing.get_origin(kind) is typing.Union and type(None) in typing.get_args(kind)
+    if optional:
+        if value is None:
+            return None
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    minimum = meta.get("minimum")
+    if kind is int:
+        return integer(value, where, minimum=minimum)
+    if kind is float:
+        return number(value, where)
+    if kind is bool:
+        return boolean(value, where)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}={value!r}: must be a string")
+        if meta.get("choices") and value not in meta["choices"]:
+            raise ConfigError(f"{where}={value!r}: allowed values are {meta['choices']}")
+        return value
+    if kind is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}={value!r}: must be a mapping")
+        return value
+    if dataclasses.is_dataclass(kind):
+        return coerce(value, kind, where)
+    return value
+
+
+def coerce(values: Any, schema: type, where: str) -> dict[str, Any]:
+    """``values`` (a composed section) with every key of ``schema`` read into its declared type."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}={values!r}: must be a config section (see README, 'Configuration reference')")
+    hints = typing.get_type_hints(schema)
+    known = {f.name: f for f in dataclasses.fields(schema)}
+    extra = sorted(set(values) - set(known))
+    if extra:
+        raise ConfigError(f"{where}: unknown key(s) {extra}; allowed: {sorted(known)}")
+    out = dict(values)
+    for name, spec in known.items():
+        if name in values:
+            out[name] = _coerce_value(values[name], hints[name], f"{where}.{name}", dict(spec.metadata))
+    return out
