@@ -3,9 +3,23 @@ the runner (after every step) and the report (merging one-permutation jobs into 
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from copal_exp.metrics import backward_transfer, per_dataset, summary, weight_stasis
+
+
+@dataclass
+class Permutation:
+    """One dataset order's record in ``results.json`` (``permutations[k]``)."""
+
+    order: list[str]
+    ppl_matrix: list[list[float]]  # rows: steps; columns: the job's datasets, in their order
+    bwt: float | None  # None for a single dataset
+    weight_stasis: bool
+    mask_change: list[float | None]  # fraction of mask entries changed at each step (None at step 1)
+    sparsity: list[float]  # achieved overall sparsity after each step
+    step_seconds: list[dict[str, float]]  # seconds per phase of each step's state
 
 
 def permutation(order: Sequence[str], datasets: Sequence[str], ppl_rows: Sequence[dict[str, float]],
@@ -14,15 +28,8 @@ def permutation(order: Sequence[str], datasets: Sequence[str], ppl_rows: Sequenc
     """The record of one dataset order: its perplexity matrix (rows: steps, columns: ``datasets``), BWT,
     weight stasis, mask changes, sparsity and seconds per step."""
     matrix = [[row[d] for d in datasets] for row in ppl_rows]
-    return {
-        "order": list(order),
-        "ppl_matrix": matrix,
-        "bwt": backward_transfer(matrix, [list(datasets).index(d) for d in order]),
-        "weight_stasis": weight_stasis(mask_changes) if prunes else False,
-        "mask_change": mask_changes,
-        "sparsity": sparsities,
-        "step_seconds": seconds,
-    }
+    return asdict(Permutation(list(order), matrix, backward_transfer(matrix, [list(datasets).index(d) for d in order]),
+                              weight_stasis(mask_changes) if prunes else False, mask_changes, sparsities, seconds))
 
 
 def metrics(permutations: list[dict[str, Any]], datasets: Sequence[str]) -> dict[str, Any]:

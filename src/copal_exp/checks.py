@@ -14,7 +14,7 @@ MODEL_SOURCES = ("pypi_gguf", "tiny", "hub")
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 
 
-def _require(ok: bool, message: str) -> None:
+def require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
 
@@ -50,21 +50,21 @@ def check_device(name: Any) -> str:
     raise ConfigError(f"run.device={name!r}: {why}; allowed values here are {allowed}")
 
 
-def _section(c: dict[str, Any], key: str) -> dict[str, Any]:
+def section(c: dict[str, Any], key: str) -> dict[str, Any]:
     value = c.get(key)
-    _require(isinstance(value, dict), f"{key}={value!r}: must be a config group (see README, 'Configuration reference')")
+    require(isinstance(value, dict), f"{key}={value!r}: must be a config group (see README, 'Configuration reference')")
     return value
 
 
-def _check_model(model: dict[str, Any]) -> None:
-    _require(model.get("source") in MODEL_SOURCES,
+def check_model_section(model: dict[str, Any]) -> None:
+    require(model.get("source") in MODEL_SOURCES,
              f"model.source={model.get('source')!r}: allowed values are {MODEL_SOURCES}")
-    _require(model.get("dtype", "float32") in DTYPE_NAMES,
+    require(model.get("dtype", "float32") in DTYPE_NAMES,
              f"model.dtype={model.get('dtype')!r}: allowed values are {DTYPE_NAMES}")
     model["seqlen"] = integer(model.get("seqlen"), "model.seqlen", minimum=2)
     if model["source"] == "hub":
         path = model.get("name_or_path")
-        _require(isinstance(path, str) and path not in ("", "???"),
+        require(isinstance(path, str) and path not in ("", "???"),
                  f"model.name_or_path={path!r}: model={model.get('name')} needs the model to load, e.g. "
                  "model.name_or_path=meta-llama/Llama-3.2-1B (a Hugging Face id) or a local folder")
     if model["source"] == "tiny":
@@ -73,22 +73,22 @@ def _check_model(model: dict[str, Any]) -> None:
         model["init_seed"] = integer(model.get("init_seed", 0), "model.init_seed")
 
 
-def _check_data(data: dict[str, Any]) -> dict[str, Any]:
+def check_data(data: dict[str, Any]) -> dict[str, Any]:
     data = coerce(data, DataConfig, "data")
     root = data.get("root")
     if root is not None:
         path = Path(str(root)).expanduser()
-        _require(path.exists(), f"data.root={root}: no such directory (set data.root or COPAL_DATA_DIR to a directory "
+        require(path.exists(), f"data.root={root}: no such directory (set data.root or COPAL_DATA_DIR to a directory "
                                 "laid out like shared/data, or null for the default)")
-        _require(path.is_dir(), f"data.root={root}: not a directory (give the folder that holds wikitext2/, ptb/, c4/)")
+        require(path.is_dir(), f"data.root={root}: not a directory (give the folder that holds wikitext2/, ptb/, c4/)")
     return data
 
 
-def _check_run(run: dict[str, Any], ev: dict[str, Any], state: dict[str, Any]) -> tuple[dict, dict, dict]:
+def check_run(run: dict[str, Any], ev: dict[str, Any], state: dict[str, Any]) -> tuple[dict, dict, dict]:
     ev, run, state = coerce(ev, EvalConfig, "eval"), coerce(run, RunConfig, "run"), coerce(state, StateConfig, "state")
     run["device"] = check_device(run["device"])
     if state.get("load") is not None:
         folder = Path(str(state["load"])).expanduser()
-        _require((folder / "state.json").is_file(),
+        require((folder / "state.json").is_file(),
                  f"state.load={state['load']}: no exported state there (no state.json); export one with state.export=DIR")
     return run, ev, state

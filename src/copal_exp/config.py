@@ -9,7 +9,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from copal_exp.checks import _check_data, _check_model, _check_run, _require, _section
+from copal_exp.checks import (
+    check_data,
+    check_model_section,
+    check_run,
+    require,
+    section,
+)
 from copal_exp.data.demo_suite import DEMO_DATASETS
 from copal_exp.data.sources import KNOWN_DATASETS
 from copal_exp.errors import ConfigError
@@ -67,50 +73,50 @@ def validate(cfg: DictConfig | dict) -> Settings:
     c.pop("hydra", None)
 
     datasets = list(DEMO_DATASETS) if c["datasets"] == "demo" else c["datasets"]
-    _require(isinstance(datasets, list), f"datasets={datasets!r}: give a list such as [wikitext2,ptb,c4], or 'demo'")
-    _require(len(datasets) >= 1, "datasets=[]: give at least one dataset")
+    require(isinstance(datasets, list), f"datasets={datasets!r}: give a list such as [wikitext2,ptb,c4], or 'demo'")
+    require(len(datasets) >= 1, "datasets=[]: give at least one dataset")
     unknown = [d for d in datasets if d not in KNOWN_DATASETS]
-    _require(not unknown, f"datasets={datasets}: unknown {unknown}; allowed values are {list(KNOWN_DATASETS)} or 'demo'")
-    _require(len(set(datasets)) == len(datasets), f"datasets={datasets}: each dataset may appear once")
+    require(not unknown, f"datasets={datasets}: unknown {unknown}; allowed values are {list(KNOWN_DATASETS)} or 'demo'")
+    require(len(set(datasets)) == len(datasets), f"datasets={datasets}: each dataset may appear once")
 
-    order = _section(c, "order")
-    _require(order.get("kind") in ORDER_KINDS, f"order.kind={order.get('kind')!r}: allowed values are {ORDER_KINDS}")
+    order = section(c, "order")
+    require(order.get("kind") in ORDER_KINDS, f"order.kind={order.get('kind')!r}: allowed values are {ORDER_KINDS}")
     order["index"] = integer(order.get("index"), "order.index", minimum=0, allow_none=True)
     orders = plan_orders(datasets, order["kind"], order["index"])
 
-    method = dict(_section(c, "method"))
+    method = dict(section(c, "method"))
     name = method.pop("name")
-    _require(name in METHODS, f"method={name!r}: allowed values are {sorted(METHODS)}")
+    require(name in METHODS, f"method={name!r}: allowed values are {sorted(METHODS)}")
     cls = METHODS[name]
     init = method.pop("init", "global")
-    _require(init in INITS, f"method.init={init!r}: allowed values are {INITS}")
-    _require(init in cls.inits, f"method.init={init!r}: method={name} always starts each step from the dense "
+    require(init in INITS, f"method.init={init!r}: allowed values are {INITS}")
+    require(init in cls.inits, f"method.init={init!r}: method={name} always starts each step from the dense "
                                 f"weights; allowed: {cls.inits}")
     allowed = cls.defaults()
     extra = sorted(set(method) - set(allowed))
-    _require(not extra, f"method={name}: unknown key(s) {extra}; allowed: {sorted(allowed) + ['init', 'name']}")
+    require(not extra, f"method={name}: unknown key(s) {extra}; allowed: {sorted(allowed) + ['init', 'name']}")
 
-    sp = _section(c, "sparsity")
+    sp = section(c, "sparsity")
     try:
         pattern = Pattern.parse(sp.get("pattern"), sp.get("ratio"), sp.get("n"), sp.get("m"))
         method = cls(pattern, **method).config  # method-specific checks, typed values
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 
-    model = _section(c, "model")
-    _check_model(model)
-    c["data"] = data = _check_data(c.get("data"))
-    c["run"], c["eval"], c["state"] = run, ev, state = _check_run(c.get("run"), c.get("eval"), c.get("state") or {})
+    model = section(c, "model")
+    check_model_section(model)
+    c["data"] = data = check_data(c.get("data"))
+    c["run"], c["eval"], c["state"] = run, ev, state = check_run(c.get("run"), c.get("eval"), c.get("state") or {})
     c["datasets"] = datasets
     if state.get("load") or state.get("export"):
         carriers = sorted(n for n, m in METHODS.items() if m.carries_memory)
-        _require(cls.carries_memory, f"state.load/state.export: only a method that carries memory between steps "
+        require(cls.carries_memory, f"state.load/state.export: only a method that carries memory between steps "
                                      f"({', '.join(carriers)}) has a continual state, not method={name}")
     if state.get("export"):
-        _require(len(orders) == 1, f"state.export={state['export']}: needs a single order (order=given, or "
+        require(len(orders) == 1, f"state.export={state['export']}: needs a single order (order=given, or "
                                    f"order.index=K), this job runs {len(orders)}")
     logger = c.get("logger") or {"name": "none"}
-    _require(logger.get("name") in ("wandb", "none"), f"logger={logger.get('name')!r}: allowed values are 'wandb', 'none'")
+    require(logger.get("name") in ("wandb", "none"), f"logger={logger.get('name')!r}: allowed values are 'wandb', 'none'")
     if "init_timeout" in logger:
         logger["init_timeout"] = number(logger["init_timeout"], "logger.init_timeout", positive=True)
     return Settings(datasets, orders, name, init, method, pattern, model, data, ev, run, c)

@@ -1,6 +1,9 @@
 """What identifies a job's results: its resolved config without the keys that do not change them, with
 paths normalised. One notion shared by resume (a job directory accepts only its own configuration)
-and reports (jobs that differ only in ``order.index`` are one run)."""
+and reports (jobs that differ only in ``order.index`` are one run). The shared dense-perplexity cache
+is keyed more strictly (the model section, the device, the evaluation batch size and the exact
+evaluation tokens, :meth:`copal_exp.evaluator.Evaluator.cache_path`): device and batching change
+floating-point rounding, which a resumed job may absorb but a cache shared by many jobs should not."""
 
 from __future__ import annotations
 
