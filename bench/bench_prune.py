@@ -53,9 +53,9 @@ def floor_passes(model, segments) -> float:
     """Two calibration passes through every layer (as the engine makes), no hooks, no method."""
     start = time.perf_counter()
     inputs = capture_layer_inputs(model, segments)
-    for layer in decoder_layers(model):
-        run_layer(layer, inputs, "cpu")
-        inputs.hidden = run_layer(layer, inputs, "cpu", keep=_cpu())
+    for index, layer in enumerate(decoder_layers(model)):
+        run_layer(layer, inputs, "cpu", index)
+        inputs.hidden = run_layer(layer, inputs, "cpu", index, keep=_cpu())
     return time.perf_counter() - start
 
 

@@ -65,7 +65,7 @@ def test_capture_records_layer_kwargs_and_never_prunes_embeddings():
     embed_before = model.model.embed_tokens.weight.clone()
     inputs = capture_layer_inputs(model, torch.randint(0, 256, (2, 16)))
     assert len(inputs) == 2 and inputs.hidden[0].shape == (1, 16, 64)
-    assert "position_embeddings" in inputs.kwargs[0]  # captured, not rebuilt
+    assert "position_embeddings" in inputs.kwargs[0][0]  # captured, not rebuilt
     masks, _ = prune_model(model, torch.randint(0, 256, (2, 16)),
                         build_method("magnitude", Pattern.parse("unstructured", ratio=0.5)), progress=False)
     assert all(".layers." in name for name in masks)

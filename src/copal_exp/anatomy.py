@@ -10,7 +10,8 @@ from torch import nn
 #: decoder-layer lists of the families supported (LLaMA/Mistral/Qwen/Gemma; OPT; GPT-2; GPT-NeoX)
 LAYER_PATHS = ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers")
 #: final norms, in the same order of families
-NORM_PATHS = ("model.norm", "model.decoder.final_layer_norm", "transformer.ln_f", "gpt_neox.final_layer_norm")
+NORM_PATHS = ("model.norm", "model.decoder.final_layer_norm", "transformer.ln_f", "gpt_neox.final_layer_norm",
+              "model.final_layernorm")  # the last: Phi
 
 
 def _get(obj: Any, path: str) -> Any:
@@ -40,9 +41,28 @@ def layer_prefix(model: nn.Module) -> str:
     return next(name for name, m in model.named_modules() if m is layers)
 
 
-def find_linears(module: nn.Module) -> dict[str, nn.Linear]:
-    """Every ``nn.Linear`` inside ``module``, by qualified name."""
-    return {name: m for name, m in module.named_modules() if isinstance(m, nn.Linear)}
+def is_conv1d(module: nn.Module) -> bool:
+    """transformers' ``Conv1D`` (GPT-2 and relatives): a linear map whose weight is stored ``[in, out]``."""
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+
+
+def find_linears(module: nn.Module) -> dict[str, nn.Module]:
+    """Every linear map inside ``module`` — ``nn.Linear`` and transformers' ``Conv1D`` — by qualified name."""
+    return {name: m for name, m in module.named_modules() if isinstance(m, nn.Linear) or is_conv1d(m)}
+
+
+def weight_matrix(module: nn.Module):
+    """The weight as ``[out, in]`` (what every method expects): a transposed view for ``Conv1D``."""
+    return module.weight.data.t() if is_conv1d(module) else module.weight.data
+
+
+def set_weight_matrix(module: nn.Module, weight) -> None:
+    """Write an ``[out, in]`` weight back in the module's own layout."""
+    module.weight.data.copy_(weight.t() if is_conv1d(module) else weight)
+
+
+def in_features(module: nn.Module) -> int:
+    return module.weight.shape[0] if is_conv1d(module) else module.in_features
 
 
 def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:

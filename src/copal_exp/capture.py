@@ -1,7 +1,12 @@
-"""Calibration capture: the hidden states and keyword arguments entering decoder layer 0.
+"""Calibration capture: the hidden states entering decoder layer 0, and the arguments every decoder
+layer is called with.
 
-The layer's keyword arguments (attention mask, position ids, rotary embeddings, cache position …)
-change between transformers versions, so they are captured from a real forward call, never rebuilt.
+Layers of one model may be called with different arguments: Gemma 3, Qwen 3 and Mistral variants
+give sliding-window and full-attention layers different masks and rotary embeddings. So the model's
+own forward is run once per segment with every decoder layer's ``forward`` replaced by a recorder
+that keeps its positional and keyword arguments (and, for layer 0, the hidden states) and does no
+work; the last recorder stops the pass. Nothing is rebuilt, so it holds across transformers
+versions. Arguments shared by several layers (the same tensor objects) are stored once.
 """
 
 from __future__ import annotations
@@ -23,68 +28,84 @@ class _Captured(Exception):
 
 @dataclass
 class LayerInputs:
-    """Per-segment hidden states ``[1, L, d]`` (CPU, model dtype) and the layer's keyword arguments."""
+    """Per-segment hidden states entering the current layer (``[1, L, d]``, stored by an offloader), and
+    for every layer and segment the extra positional and keyword arguments that layer is called with."""
 
-    hidden: list[torch.Tensor]
-    kwargs: list[dict[str, Any]]
+    hidden: list
+    args: list[list[tuple]]  # [layer][segment]
+    kwargs: list[list[dict[str, Any]]]  # [layer][segment]
 
     def __len__(self) -> int:
         return len(self.hidden)
 
 
-def to_device(value: Any, device: torch.device | str) -> Any:
+def to_device(value: Any, device: torch.device | str, memo: dict[int, Any] | None = None) -> Any:
+    """``value`` with every tensor inside moved to ``device``; with ``memo``, a tensor met twice is moved once."""
     if isinstance(value, torch.Tensor):
-        return value.to(device)
+        if memo is None:
+            return value.to(device)
+        if id(value) not in memo:
+            memo[id(value)] = (value, value.detach().to(device))  # keep the source alive: ids stay unique
+        return memo[id(value)][1]
     if isinstance(value, tuple):
-        return tuple(to_device(v, device) for v in value)
+        return tuple(to_device(v, device, memo) for v in value)
     if isinstance(value, list):
-        return [to_device(v, device) for v in value]
+        return [to_device(v, device, memo) for v in value]
     if isinstance(value, dict):
-        return {k: to_device(v, device) for k, v in value.items()}
+        return {k: to_device(v, device, memo) for k, v in value.items()}
     return value
 
 
 @torch.no_grad()
 def capture_layer_inputs(model: nn.Module, segments: torch.Tensor, device: torch.device | str = "cpu") -> LayerInputs:
-    """Run each segment (``[n, L]`` token ids) up to decoder layer 0 and record what enters it.
-
-    Only the modules before the first layer (embeddings, rotary embedding) and layer 0 itself are
-    moved to ``device``; the captured tensors are kept on CPU.
-    """
+    """Run each segment (``[n, L]`` token ids) through the model with recording layers; what every
+    layer receives is kept on CPU. Only the modules outside the decoder layers are moved to ``device``."""
     layers = decoder_layers(model)
-    first = layers[0]
     hidden: list[torch.Tensor] = []
-    kwargs: list[dict[str, Any]] = []
+    args: list[list[tuple]] = [[] for _ in layers]
+    kwargs: list[list[dict[str, Any]]] = [[] for _ in layers]
+    memo: dict[int, Any] = {}
 
-    def grab(module, args, kw):
-        x = args[0] if args else kw.pop("hidden_states")
-        kw = {k: v for k, v in kw.items() if k != "hidden_states"}
-        hidden.append(x.detach().cpu())
-        kwargs.append(to_device(kw, "cpu"))
-        raise _Captured
+    def recorder(index: int):
+        def forward(*call_args, **call_kwargs):
+            if call_args:
+                x, rest = call_args[0], call_args[1:]
+            else:
+                x, rest = call_kwargs.pop("hidden_states"), ()
+            if index == 0:
+                hidden.append(x.detach().cpu())
+            args[index].append(to_device(rest, "cpu", memo))
+            kwargs[index].append(to_device(call_kwargs, "cpu", memo))
+            if index == len(layers) - 1:
+                raise _Captured
+            return x
 
-    handle = first.register_forward_pre_hook(grab, with_kwargs=True)
+        return forward
+
+    for index, layer in enumerate(layers):
+        layer.forward = recorder(index)  # an instance attribute: the class's forward is untouched
     moved = _move_outside_layers(model, layers, device)
     try:
         for row in segments:
+            memo.clear()  # share tensors between the layers of one segment, never across segments
             try:
                 model(row.reshape(1, -1).to(device), use_cache=False)
             except _Captured:
                 pass
     finally:
-        handle.remove()
+        for layer in layers:
+            del layer.forward
         for m in moved:
             m.to("cpu")
-    return LayerInputs(hidden, kwargs)
+    return LayerInputs(hidden, args, kwargs)
 
 
 def _move_outside_layers(model: nn.Module, layers: nn.ModuleList, device) -> list[nn.Module]:
-    """Move the leaf modules outside the decoder layers, and layer 0, to ``device``; return them."""
+    """Move the leaf modules outside the decoder layers to ``device``; return them."""
     if str(device) == "cpu":
         return []
     prefix = layer_prefix(model)
     moved = [m for name, m in model.named_modules() if not name.startswith(prefix) and not list(m.children())]
-    moved.append(layers[0])
     for m in moved:
         m.to(device)
     return moved
@@ -95,12 +116,15 @@ def _layer_output(out: Any) -> torch.Tensor:
 
 
 @torch.no_grad()
-def run_layer(layer: nn.Module, inputs: LayerInputs, device, keep: Offloader | None = None) -> list | None:
-    """Outputs of ``layer`` for every captured segment, in the model's dtype, stored by ``keep``
-    (non-finite outputs raise :class:`NonFiniteError`); ``None`` without ``keep`` (only the hooks matter)."""
+def run_layer(layer: nn.Module, inputs: LayerInputs, device, index: int, keep: Offloader | None = None) -> list | None:
+    """Outputs of decoder layer ``index`` for every captured segment, called with that layer's own
+    arguments, in the model's dtype, stored by ``keep`` (non-finite outputs raise
+    :class:`NonFiniteError`); ``None`` without ``keep`` (only the hooks matter)."""
     outputs = []
-    for j, (h, kw) in enumerate(zip(inputs.hidden, inputs.kwargs)):
-        out = _layer_output(layer(Offloader.load(h, device), **to_device(kw, device)))
+    for j, h in enumerate(inputs.hidden):
+        memo: dict[int, Any] = {}
+        out = _layer_output(layer(Offloader.load(h, device), *to_device(inputs.args[index][j], device, memo),
+                                  **to_device(inputs.kwargs[index][j], device, memo)))
         if keep is not None and not torch.isfinite(out).all():
             raise NonFiniteError(f"segment {j}")
         if keep is not None:

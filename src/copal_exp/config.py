@@ -131,13 +131,17 @@ def check_context(settings: Settings, context: int | None) -> None:
 
 def check_model(settings: Settings, model) -> None:
     """Checks that need the model's shapes: context length and N:M divisibility, before calibration."""
-    from copal_exp.anatomy import prunable_linears
+    from copal_exp.anatomy import in_features, prunable_linears
 
     check_context(settings, getattr(model.config, "max_position_embeddings", None))
     if not METHODS[settings.method].prunes:
         return
-    for name, linear in prunable_linears(model).items():
+    linears = prunable_linears(model)
+    if not linears:
+        raise ConfigError(f"model={settings.model.get('name')} ({type(model).__name__}): no nn.Linear or Conv1D inside "
+                          "its decoder layers, so there is nothing to prune")
+    for name, linear in linears.items():
         try:
-            settings.pattern.check_shape(name, linear.in_features)
+            settings.pattern.check_shape(name, in_features(linear))
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc

@@ -17,7 +17,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from copal_exp.anatomy import decoder_layers, find_linears, layer_prefix
+from copal_exp.anatomy import (
+    decoder_layers,
+    find_linears,
+    layer_prefix,
+    set_weight_matrix,
+    weight_matrix,
+)
 from copal_exp.capture import capture_layer_inputs, run_layer
 from copal_exp.errors import NonFiniteError
 from copal_exp.methods.registry import Memory, PruningMethod
@@ -83,12 +89,12 @@ def prune_model(
     for index, layer in enumerate(tqdm(layers, desc=desc, unit="layer", disable=not progress, leave=False)):
         layer.to(device)
         linears = find_linears(layer)
-        stats = {sub: method.new_statistics(lin.weight) for sub, lin in linears.items()}
+        stats = {sub: method.new_statistics(weight_matrix(lin)) for sub, lin in linears.items()}
         if inputs is not None:
             with timer("statistics"):
                 handles = [lin.register_forward_hook(_stats_hook(method, stats, sub)) for sub, lin in linears.items()]
                 try:
-                    run_layer(layer, inputs, device)
+                    run_layer(layer, inputs, device, index)
                 finally:
                     for handle in handles:
                         handle.remove()
@@ -97,17 +103,17 @@ def prune_model(
             with timer("masks"):  # scores and mask selection (SparseGPT: also its OBS weight update)
                 before = previous.tensors.get(name)
                 before = None if before is None else Offloader.load(before, lin.weight.device)
-                new_weight, keep, after = method.prune(name, lin.weight.data, stats.pop(sub), before)
+                new_weight, keep, after = method.prune(name, weight_matrix(lin), stats.pop(sub), before)
                 if carried is not None:
                     carried.tensors[name] = memory_store.store(after, name)
             with timer("update"):
-                lin.weight.data.copy_(new_weight)
+                set_weight_matrix(lin, new_weight)
                 masks[name] = keep.cpu()
         if inputs is not None and index + 1 < len(layers):
             with timer("propagation"):
                 hidden = inputs.hidden
                 try:
-                    inputs.hidden = run_layer(layer, inputs, device, keep=activations)
+                    inputs.hidden = run_layer(layer, inputs, device, index, keep=activations)
                 except NonFiniteError as exc:
                     raise NonFiniteError(f"{desc}: non-finite activations leaving decoder layer {index} ({exc})") from None
                 discard(hidden)

@@ -56,9 +56,9 @@ def perplexity_layerwise(model: nn.Module, windows: torch.Tensor, device="cpu", 
     do not fit on the accelerator; equal to :func:`perplexity` up to floating-point rounding."""
     inputs = capture_layer_inputs(model, windows, device)
     keep = Offloader("cpu")
-    for layer in tqdm(decoder_layers(model), desc=desc, disable=not progress, leave=False):
+    for index, layer in enumerate(tqdm(decoder_layers(model), desc=desc, disable=not progress, leave=False)):
         layer.to(device)
-        inputs.hidden = run_layer(layer, inputs, device, keep=keep)
+        inputs.hidden = run_layer(layer, inputs, device, index, keep=keep)
         layer.to("cpu")
     norm, head = final_norm(model).to(device), lm_head(model).to(device)
     total_nll, total_tokens = 0.0, 0
