@@ -96,3 +96,43 @@ def test_a_50_percent_step_reaches_50_percent(family):
         "unstructured", 0.5)), progress=False)
     assert set(masks) == set(linears)
     assert sparsity_report(masks)["overall"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_what_is_pruned_can_be_restricted_and_is_recorded(tmp_path, data_root):
+    from copal_exp.__main__ import run_job
+    from copal_exp.models import build_tiny_llama
+
+    from conftest import TINY, compose
+
+    results = run_job(compose([*TINY, f"data.root={data_root}", "method=wanda", "order=given",
+                               "prune.targets=[mlp]", "prune.ignore=[down_proj]", "prune.min_layer=1"]), tmp_path)
+    names = sorted(results["sparsity"]["layers"])
+    assert names == ["model.layers.1.mlp.gate_proj", "model.layers.1.mlp.up_proj"]
+    assert results["pruned_modules"] == {"count": 2, "types": {"Linear": 2}, "targets": ["mlp"],
+                                         "ignore": ["down_proj"], "min_layer": 1, "max_layer": None}
+    assert results["sparsity"]["overall"] == pytest.approx(0.5)
+    # the engine leaves every other linear as it was
+    model, _ = build_tiny_llama({"num_layers": 2})
+    before = {n: lin.weight.clone() for n, lin in prunable_linears(model).items()}
+    from copal_exp.anatomy import Selection
+
+    selection = Selection(targets=("mlp",), ignore=("down_proj",), min_layer=1)
+    masks, _ = prune_model(model, torch.randint(0, 256, (2, 16)), build_method("wanda", Pattern.parse(
+        "unstructured", 0.5)), progress=False, selection=selection)
+    assert sorted(masks) == names
+    for name, lin in prunable_linears(model).items():
+        assert torch.equal(lin.weight, before[name]) == (name not in masks)
+
+
+def test_a_model_with_nothing_to_prune_is_refused(tmp_path, data_root, monkeypatch):
+    import copal_exp.anatomy
+
+    from copal_exp.__main__ import run_job
+    from copal_exp.errors import ConfigError
+
+    from conftest import TINY, compose
+
+    monkeypatch.setattr(copal_exp.anatomy, "find_linears", lambda module: {})
+    with pytest.raises(ConfigError, match="no nn.Linear or Conv1D inside its decoder layers"):
+        run_job(compose([*TINY, f"data.root={data_root}", "method=wanda"]), tmp_path)
+    assert not (tmp_path / "results.json").exists() or "complete" not in (tmp_path / "results.json").read_text()

@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from copal_exp.anatomy import prunable_linears, weight_matrix
+from copal_exp.anatomy import Selection, prunable_linears, weight_matrix
 from copal_exp.checkpoint import StateStore
 from copal_exp.config import check_context, check_model, validate
 from copal_exp.continual import export_state, load_state, model_identity
@@ -120,7 +120,8 @@ def _run(settings, out_dir: Path, store: StateStore) -> dict:
         initial_memory, continual = None, {}
         if state_cfg.get("load") or state_cfg.get("export"):
             identity = model_identity(settings.model["name"],
-                                      {n: weight_matrix(lin) for n, lin in prunable_linears(model).items()})
+                                      {n: weight_matrix(lin) for n, lin in prunable_linears(
+                                          model, Selection.from_config(settings.resolved.get("prune"))).items()})
         if state_cfg.get("load"):
             initial_memory, meta = load_state(state_cfg["load"], identity, method, settings.method_options)
             continual = {"loaded_from": str(state_cfg["load"]), "datasets_seen_before": meta["datasets_seen"]}

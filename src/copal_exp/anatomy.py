@@ -3,6 +3,8 @@ final norm and the LM head. The one place that knows model families' attribute n
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
@@ -65,11 +67,39 @@ def in_features(module: nn.Module) -> int:
     return module.weight.shape[0] if is_conv1d(module) else module.in_features
 
 
-def prunable_linears(model: nn.Module) -> dict[str, nn.Linear]:
-    """Every ``nn.Linear`` inside the decoder layers, by qualified name (never embeddings or LM head)."""
+@dataclass(frozen=True)
+class Selection:
+    """Which linears inside the decoder layers are pruned (``prune.*`` in the config): names matching one
+    of ``targets`` (all when ``None``) and none of ``ignore`` (regular expressions, ``re.search``), in
+    decoder layers ``min_layer <= i < max_layer``. Embeddings and the LM head are never candidates."""
+
+    targets: tuple[str, ...] | None = None
+    ignore: tuple[str, ...] = field(default_factory=tuple)
+    min_layer: int = 0
+    max_layer: int | None = None
+
+    @classmethod
+    def from_config(cls, prune: dict[str, Any] | None) -> "Selection":
+        prune = prune or {}
+        targets = prune.get("targets")
+        return cls(None if targets is None else tuple(targets), tuple(prune.get("ignore") or ()),
+                   int(prune.get("min_layer") or 0), prune.get("max_layer"))
+
+    def selects(self, name: str, layer_index: int) -> bool:
+        if layer_index < self.min_layer or (self.max_layer is not None and layer_index >= self.max_layer):
+            return False
+        if self.targets is not None and not any(re.search(t, name) for t in self.targets):
+            return False
+        return not any(re.search(i, name) for i in self.ignore)
+
+
+def prunable_linears(model: nn.Module, selection: Selection | None = None) -> dict[str, nn.Module]:
+    """The linears that are pruned, by qualified name: inside the decoder layers (never embeddings or
+    LM head), chosen by ``selection`` (default: all of them)."""
+    selection = selection or Selection()
     prefix = layer_prefix(model)
     return {f"{prefix}.{i}.{sub}": lin for i, layer in enumerate(decoder_layers(model))
-            for sub, lin in find_linears(layer).items()}
+            for sub, lin in find_linears(layer).items() if selection.selects(f"{prefix}.{i}.{sub}", i)}
 
 
 def final_norm(model: nn.Module) -> nn.Module:

@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Any
 
 from copal_exp.errors import ConfigError
-from copal_exp.schema import DataConfig, EvalConfig, RunConfig, StateConfig, coerce
+from copal_exp.schema import (
+    DataConfig,
+    EvalConfig,
+    PruneConfig,
+    RunConfig,
+    StateConfig,
+    coerce,
+)
 from copal_exp.values import integer
 
 MODEL_SOURCES = ("pypi_gguf", "tiny", "hub")
@@ -82,6 +89,22 @@ def check_data(data: dict[str, Any]) -> dict[str, Any]:
                                 "laid out like shared/data, or null for the default)")
         require(path.is_dir(), f"data.root={root}: not a directory (give the folder that holds wikitext2/, ptb/, c4/)")
     return data
+
+
+def check_prune(prune: Any) -> dict[str, Any]:
+    import re
+
+    prune = coerce(prune, PruneConfig, "prune")
+    for key in ("targets", "ignore"):
+        for pattern in prune.get(key) or []:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"prune.{key}: {pattern!r} is not a regular expression ({exc})") from None
+    if prune.get("max_layer") is not None:
+        require(prune["max_layer"] > prune["min_layer"], f"prune.max_layer={prune['max_layer']}: must be above "
+                                                         f"prune.min_layer={prune['min_layer']}")
+    return prune
 
 
 def check_run(run: dict[str, Any], ev: dict[str, Any], state: dict[str, Any]) -> tuple[dict, dict, dict]:

@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from copal_exp.checks import (
     check_data,
     check_model_section,
+    check_prune,
     check_run,
     require,
     section,
@@ -107,6 +108,7 @@ def validate(cfg: DictConfig | dict) -> Settings:
     check_model_section(model)
     c["data"] = data = check_data(c.get("data"))
     c["run"], c["eval"], c["state"] = run, ev, state = check_run(c.get("run"), c.get("eval"), c.get("state") or {})
+    c["prune"] = check_prune(c.get("prune"))
     c["datasets"] = datasets
     if state.get("load") or state.get("export"):
         carriers = sorted(n for n, m in METHODS.items() if m.carries_memory)
@@ -131,15 +133,18 @@ def check_context(settings: Settings, context: int | None) -> None:
 
 def check_model(settings: Settings, model) -> None:
     """Checks that need the model's shapes: context length and N:M divisibility, before calibration."""
-    from copal_exp.anatomy import in_features, prunable_linears
+    from copal_exp.anatomy import Selection, in_features, prunable_linears
 
     check_context(settings, getattr(model.config, "max_position_embeddings", None))
     if not METHODS[settings.method].prunes:
         return
-    linears = prunable_linears(model)
-    if not linears:
+    if not prunable_linears(model):
         raise ConfigError(f"model={settings.model.get('name')} ({type(model).__name__}): no nn.Linear or Conv1D inside "
                           "its decoder layers, so there is nothing to prune")
+    linears = prunable_linears(model, Selection.from_config(settings.resolved.get("prune")))
+    if not linears:
+        raise ConfigError(f"prune={settings.resolved.get('prune')}: selects none of the {len(prunable_linears(model))} "
+                          f"linears of model={settings.model.get('name')} (e.g. {next(iter(prunable_linears(model)))})")
     for name, linear in linears.items():
         try:
             settings.pattern.check_shape(name, in_features(linear))

@@ -18,6 +18,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from copal_exp.anatomy import (
+    Selection,
     decoder_layers,
     find_linears,
     layer_prefix,
@@ -65,12 +66,14 @@ def prune_model(
     activations: Offloader | None = None,
     memory: Memory | None = None,
     memory_store: Offloader | None = None,
+    selection: Selection | None = None,
 ) -> tuple[dict[str, torch.Tensor], Memory | None]:
     """Prune every decoder-layer linear of ``model`` in place.
 
     Returns the keep masks (CPU, bool) by name and, for a method that carries memory, its memory after
     this step (``memory`` is the memory before it; its tensors are kept by ``memory_store``, default
-    host memory). ``activations`` says where the calibration activations wait between layers.
+    host memory). ``activations`` says where the calibration activations wait between layers;
+    ``selection`` which linears are pruned (default: all of them).
     """
     timer = timer or PhaseTimer()
     activations = activations or Offloader("cpu")
@@ -88,7 +91,8 @@ def prune_model(
             inputs = capture_layer_inputs(model, segments, device)
     for index, layer in enumerate(tqdm(layers, desc=desc, unit="layer", disable=not progress, leave=False)):
         layer.to(device)
-        linears = find_linears(layer)
+        linears = {sub: lin for sub, lin in find_linears(layer).items()
+                   if (selection or Selection()).selects(f"{prefix}.{index}.{sub}", index)}
         stats = {sub: method.new_statistics(weight_matrix(lin)) for sub, lin in linears.items()}
         if inputs is not None:
             with timer("statistics"):

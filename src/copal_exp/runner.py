@@ -15,7 +15,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from copal_exp.anatomy import prunable_linears
+from copal_exp.anatomy import Selection, prunable_linears
 from copal_exp.assemble import metrics, permutation
 from copal_exp.checkpoint import StateStore
 from copal_exp.config import Settings
@@ -71,6 +71,16 @@ def step_seconds(states) -> dict[str, float]:
     return {phase: round(v, 3) for phase, v in total.items()}
 
 
+def pruned_modules(linears: dict, selection: Selection) -> dict[str, Any]:
+    """What the job prunes: how many linears, of which types, chosen how."""
+    types: dict[str, int] = {}
+    for lin in linears.values():
+        types[type(lin).__name__] = types.get(type(lin).__name__, 0) + 1
+    targets = None if selection.targets is None else list(selection.targets)
+    return {"count": len(linears), "types": types, "targets": targets, "ignore": list(selection.ignore),
+            "min_layer": selection.min_layer, "max_layer": selection.max_layer}
+
+
 class Experiment:
     """One Hydra job: a model, a method, a pattern and one or more dataset orders."""
 
@@ -86,7 +96,8 @@ class Experiment:
         self.initial_memory = initial_memory
         self.keep_final_state = keep_final_state
         self.method = build_method(settings.method, settings.pattern, **settings.method_options)
-        self.cache = StateCache(prunable_linears(model), store)
+        self.selection = Selection.from_config(settings.resolved.get("prune"))
+        self.cache = StateCache(prunable_linears(model, self.selection), store)
         self.plan: Plan | None = None
         self.results: dict[str, Any] = {}
 
@@ -112,6 +123,7 @@ class Experiment:
             if self.store:
                 self.store.save_dense(dense_ppl)
         self.results["dense_ppl"] = dense_ppl
+        self.results["pruned_modules"] = pruned_modules(self.cache.linears, self.selection)
         self.on_progress(self.results)
         if self.method.prunes:
             self.run_steps(data, evaluator)
@@ -155,7 +167,7 @@ class Experiment:
                 started = dict(self.timer.seconds)
                 masks, memory = prune_model(self.model, data[order[t]].calibration, method, self.device, self.timer,
                                             self.progress, f"{label} prune", activations, memory_before,
-                                            memory_store)
+                                            memory_store, self.selection)
                 ppl = evaluator.round(label)
                 seconds = {p: round(v - started.get(p, 0.0), 3) for p, v in self.timer.seconds.items()}
                 state = ModelState(key, ppl, pack_masks(masks), sparsity_report(masks), seconds)

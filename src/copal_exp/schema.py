@@ -74,7 +74,18 @@ class RunConfig:
     progress: bool = key(True, "tqdm bars: permutation, step, layer")
 
 
-SECTIONS: dict[str, type] = {"data": DataConfig, "eval": EvalConfig, "state": StateConfig, "run": RunConfig}
+@dataclass
+class PruneConfig:
+    targets: Optional[list] = key(None, "regular expressions: prune only linears whose name matches one (null = every "
+                                        "linear inside the decoder layers), e.g. ['mlp']")
+    ignore: list = key([], "regular expressions: never prune linears whose name matches one, e.g. ['self_attn.o_proj']")
+    min_layer: int = key(0, "prune decoder layers from this index on (SparseGPT's --minlayer)", minimum=0)
+    max_layer: Optional[int] = key(None, "prune decoder layers below this index (null = all; SparseGPT's --maxlayer)",
+                                   minimum=1)
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "eval": EvalConfig, "state": StateConfig, "run": RunConfig,
+                             "prune": PruneConfig}
 DATASETS = ["wikitext2", "ptb", "c4"]
 
 
@@ -107,6 +118,10 @@ def _coerce_value(value: Any, kind: Any, where: str, meta: dict[str, Any]) -> An
             raise ConfigError(f"{where}={value!r}: must be a string")
         if meta.get("choices") and value not in meta["choices"]:
             raise ConfigError(f"{where}={value!r}: allowed values are {meta['choices']}")
+        return value
+    if kind is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}={value!r}: must be a list of strings, e.g. [mlp]")
         return value
     if kind is dict:
         if not isinstance(value, dict):
