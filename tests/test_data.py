@@ -13,6 +13,7 @@ from copal_exp.data import (
     load_text,
 )
 from copal_exp.data.recipes import evaluation_tokens
+from copal_exp.errors import DataError
 from copal_exp.tokens import ByteTokenizer, encode
 
 TOK = ByteTokenizer()
@@ -100,3 +101,34 @@ def test_token_cache_keys_on_tokenizer_and_text(tmp_path):
     other = make({"<unk>": 0, "cat": 1, "the": 2})  # same size, other vocabulary: other entry
     assert encode_cached(other, "the cat the dog", "ptb-evaluation", tmp_path).tolist() == [2, 1, 2, 0]
     assert len(list(tmp_path.glob("ptb-evaluation-*.pt"))) == 3
+
+
+def bos_tokenizer():
+    """A word-level tokenizer that puts <s> (id 1) before every text it encodes, as LLaMA's and Gemma's do."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = {w for line in open(__file__) for w in line.split()} - {"<unk>", "<s>"}
+    vocab = {"<unk>": 0, "<s>": 1, **{w: i + 2 for i, w in enumerate(sorted(words))}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>")
+
+
+def test_bos_per_window_is_a_recorded_choice(data_root):
+    tok = bos_tokenizer()
+    official = load_dataset_splits("ptb", tok, root=data_root, nsamples=3, seqlen=20, seed=0, max_windows=5)
+    # official recipe: only the whole text starts with BOS
+    assert official.evaluation[0, 0] == 1 and (official.evaluation[1:, 0] != 1).all()
+    assert official.provenance["bos"] == "text"
+    per_window = load_dataset_splits("ptb", tok, root=data_root, nsamples=3, seqlen=20, seed=0, max_windows=5,
+                                     bos="window")
+    assert per_window.evaluation.shape == (5, 20) and per_window.calibration.shape == (3, 20)
+    assert (per_window.evaluation[:, 0] == 1).all() and (per_window.calibration[:, 0] == 1).all()
+    # the text after each BOS is the text, cut one token shorter, without the text's own BOS
+    body = official.evaluation.reshape(-1)[1:]
+    assert per_window.evaluation[:, 1:].reshape(-1).tolist() == body[: 5 * 19].tolist()
+    assert per_window.provenance["bos"] == "window"
+    with pytest.raises(DataError, match="data.bos=window: the tokenizer .* has no beginning-of-sequence token"):
+        load_dataset_splits("ptb", TOK, root=data_root, nsamples=1, seqlen=20, seed=0, max_windows=1, bos="window")

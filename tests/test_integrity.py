@@ -94,7 +94,7 @@ def test_a_run_that_fails_early_keeps_the_earlier_partial_results(tmp_path, data
 
     import copal_exp.models
 
-    def no_model(cfg):
+    def no_model(cfg, device="cpu"):
         raise RuntimeError("out of memory while loading")
 
     monkeypatch.setattr(copal_exp.models, "load_model", no_model)
@@ -310,7 +310,7 @@ def test_state_load_refuses_a_damaged_folder(tmp_path, data_root, exported):
     (["run.device=cuda:7"], "run.device='cuda:7'"),
     (["run.device=tpu0"], "run.device='tpu0': not a device name; allowed values here are"),
     (["run.planner=maybe"], "run.planner='maybe': allowed values are true, false"),
-    (["model.dtype=half"], "model.dtype='half': allowed values are ('float32', 'float16', 'bfloat16')"),
+    (["model.dtype=half"], "model.dtype='half': allowed values are ('auto', 'float32', 'float16', 'bfloat16')"),
     (["model=hf"], "model.name_or_path='???': model=hf needs"),
     (["data.root=/no/such/dir"], "data.root=/no/such/dir: no such directory"),
     (["logger.init_timeout=0"], "logger.init_timeout=0"),
@@ -353,7 +353,7 @@ def test_c4_with_no_document_long_enough_fails_at_once_before_the_model(tmp_path
     write_c4(tmp_path / "data", ["short document number %d" % i for i in range(50)] + ["x" * 40])
     import copal_exp.models
 
-    monkeypatch.setattr(copal_exp.models, "load_model", lambda cfg: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(copal_exp.models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
     with pytest.raises(DataError) as err:
         run_job(compose([*TINY, f"data.root={tmp_path / 'data'}", "datasets=[c4]", "data.seqlen=48",
                          "eval.max_windows=null"]), tmp_path / "job")

@@ -36,7 +36,7 @@ from copal_exp.jobdir import (
 )
 from copal_exp.methods import method_class
 from copal_exp.results import library_versions, write_results
-from copal_exp.runner import offload_folder
+from copal_exp.runner import offload_folder, resolve_device
 from copal_exp.tracking import make_logger
 
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")
@@ -113,7 +113,7 @@ def _run(settings, out_dir: Path, store: StateStore) -> dict:
     try:
         tokenizer = load_tokenizer(settings.model)
         data, data_root = load_job_data(settings, tokenizer)  # data problems surface before the model loads
-        model, tokenizer = load_model(settings.model)
+        model, tokenizer = load_model(settings.model, resolve_device(settings.run["device"]))
         check_model(settings, model)  # shapes and context, before any calibration
         state_cfg = settings.resolved.get("state") or {}
         method = method_class(settings.method)

