@@ -17,6 +17,7 @@ from copal_exp.checks import (
     require,
     section,
 )
+from copal_exp.data.custom import check_source
 from copal_exp.data.demo_suite import DEMO_DATASETS
 from copal_exp.data.sources import KNOWN_DATASETS
 from copal_exp.errors import ConfigError
@@ -76,8 +77,16 @@ def validate(cfg: DictConfig | dict) -> Settings:
     datasets = list(DEMO_DATASETS) if c["datasets"] == "demo" else c["datasets"]
     require(isinstance(datasets, list), f"datasets={datasets!r}: give a list such as [wikitext2,ptb,c4], or 'demo'")
     require(len(datasets) >= 1, "datasets=[]: give at least one dataset")
-    unknown = [d for d in datasets if d not in KNOWN_DATASETS]
-    require(not unknown, f"datasets={datasets}: unknown {unknown}; allowed values are {list(KNOWN_DATASETS)} or 'demo'")
+    sources = (c.get("data") or {}).get("sources") or {}
+    require(isinstance(sources, dict), f"data.sources={sources!r}: give a mapping of name → source")
+    clash = sorted(set(sources) & set(KNOWN_DATASETS))
+    require(not clash, f"data.sources: {clash} would hide the built-in dataset(s) of that name; choose other names")
+    for name, spec in sources.items():
+        check_source(name, spec)
+    allowed = [*KNOWN_DATASETS, *sources]
+    unknown = [d for d in datasets if d not in allowed]
+    require(not unknown, f"datasets={datasets}: unknown {unknown}; allowed values are {allowed} or 'demo' (your own "
+                         "domains: data.sources.NAME={path: FILE, field: text})")
     require(len(set(datasets)) == len(datasets), f"datasets={datasets}: each dataset may appear once")
 
     order = section(c, "order")

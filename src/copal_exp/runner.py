@@ -45,7 +45,8 @@ def load_job_data(s: Settings, tokenizer) -> tuple[dict[str, DatasetSplits], str
             name, tokenizer, root=root, nsamples=d["nsamples"], seqlen=d["seqlen"], seed=d["seed"],
             max_windows=s.eval.get("max_windows"), hub=d.get("hub"), use_hub=bool(d.get("use_hub", True)),
             with_calibration=method_class(s.method).prunes, demo_root=d.get("demo_root"),
-            token_cache=token_cache_dir() if d.get("token_cache", True) else None, bos=d.get("bos", "text"))
+            token_cache=token_cache_dir() if d.get("token_cache", True) else None, bos=d.get("bos", "text"),
+            custom=d.get("sources"))
         for name in s.datasets
     }
     return data, str(root) if root else None

@@ -44,6 +44,8 @@ class DataConfig:
     use_hub: bool = key(True, "fall back to the Hugging Face Hub when data.root lacks a split")
     bos: str = key("text", "text: the tokenizer's BOS starts the whole text only (official recipes); window: every "
                            "calibration segment and evaluation window starts with BOS", choices=("text", "window"))
+    sources: dict = key({}, "the user's own domains by name, usable in datasets=: {path: FILE_OR_FOLDER, field: text} "
+                             "or {hub: ORG/NAME, split: train, field: text} or {calibration: PATH, evaluation: PATH}")
     hub: dict = key(HUB, "Hub dataset ids, configs and revisions per dataset (docs/design.md, 'Data recipes')")
 
 

@@ -10,8 +10,6 @@ from pathlib import Path
 
 from copal_exp.errors import DataError
 
-FIELDS = {"jsonl": "text"}
-
 
 def _lines(path: Path):
     """``(line number, raw bytes)`` of a text file, gzip-compressed when its name ends in ``.gz``."""
@@ -20,7 +18,7 @@ def _lines(path: Path):
         yield from enumerate(fh, start=1)
 
 
-def read_rows(path: Path, reader: str, dataset: str = "", role: str = "") -> list[str]:
+def read_rows(path: Path, reader: str, dataset: str = "", role: str = "", field: str = "text") -> list[str]:
     """Rows of a local file as the Hub's loader would give them.
 
     A damaged file (truncated gzip or JSON line, bytes that are not UTF-8, a row without the text
@@ -50,7 +48,7 @@ def read_rows(path: Path, reader: str, dataset: str = "", role: str = "") -> lis
                 except json.JSONDecodeError as exc:
                     raise DataError(f"{where}: line {line_no} is not a complete JSON object ({exc.msg} at column "
                                     f"{exc.colno}; a truncated or damaged file?)") from None
-                field_name = FIELDS["jsonl"]
+                field_name = field
                 if not isinstance(record, dict) or not isinstance(record.get(field_name), str):
                     keys = sorted(record) if isinstance(record, dict) else type(record).__name__
                     raise DataError(f"{where}: line {line_no} has no {field_name!r} field holding text (found {keys})")

@@ -64,7 +64,7 @@ def calibration_segments(source: TextSource, dataset: str, tokenizer, nsamples: 
             j = random.randint(0, ids.numel() - seqlen - 1)
             segments.append(ids[j : j + seqlen])
     else:
-        ids = encode_cached(tokenizer, JOINERS[(dataset, "calibration")].join(source.rows), f"{dataset}-calibration",
+        ids = encode_cached(tokenizer, JOINERS.get((dataset, "calibration"), "\n\n").join(source.rows), f"{dataset}-calibration",
                             token_cache)
         if ids.numel() < nsamples * seqlen + 1:
             raise DataError(
@@ -80,7 +80,8 @@ def calibration_segments(source: TextSource, dataset: str, tokenizer, nsamples: 
 def evaluation_tokens(source: TextSource, dataset: str, tokenizer, seqlen: int, token_cache=None) -> torch.Tensor:
     """The tokenised evaluation text (C4: the first 1,100 documents, cut to 256 · seqlen tokens)."""
     rows = source.rows[:C4_EVAL_DOCS] if dataset == "c4" else source.rows
-    ids = encode_cached(tokenizer, JOINERS[(dataset, "evaluation")].join(rows), f"{dataset}-evaluation", token_cache)
+    ids = encode_cached(tokenizer, JOINERS.get((dataset, "evaluation"), "\n\n").join(rows), f"{dataset}-evaluation",
+                        token_cache)
     if dataset == "c4":
         ids = ids[: C4_EVAL_WINDOWS * seqlen]
     return ids
@@ -114,7 +115,7 @@ def prepend(windows: torch.Tensor, token: int) -> torch.Tensor:
 def load_dataset_splits(dataset: str, tokenizer, *, root, nsamples: int, seqlen: int, seed: int,
                         max_windows: int | None, hub: dict | None = None, use_hub: bool = True,
                         with_calibration: bool = True, demo_root=None, token_cache=None,
-                        bos: str = "text") -> DatasetSplits:
+                        bos: str = "text", custom: dict | None = None) -> DatasetSplits:
     """Load, tokenise and cut one dataset for a run.
 
     ``bos="text"`` (the official recipes): the tokenizer's beginning-of-sequence token, if it adds one,
@@ -123,7 +124,7 @@ def load_dataset_splits(dataset: str, tokenizer, *, root, nsamples: int, seqlen:
     """
     body = seqlen - 1 if bos == "window" else seqlen
     hub_overrides = (hub or {}).get(dataset)
-    evaluation = load_text(dataset, "evaluation", root, hub_overrides, use_hub, demo_root)
+    evaluation = load_text(dataset, "evaluation", root, hub_overrides, use_hub, demo_root, custom)
     ids = evaluation_tokens(evaluation, dataset, tokenizer, seqlen, token_cache)
     if bos == "window" and ids.numel() and int(ids[0]) == bos_token(tokenizer):
         ids = ids[1:]  # the text's own BOS: every window gets one instead
@@ -131,7 +132,7 @@ def load_dataset_splits(dataset: str, tokenizer, *, root, nsamples: int, seqlen:
     provenance = {"evaluation": evaluation.provenance, "evaluation_windows": int(windows.shape[0]), "bos": bos}
     calibration = torch.empty(0, seqlen, dtype=torch.long)
     if with_calibration:
-        source = load_text(dataset, "calibration", root, hub_overrides, use_hub, demo_root)
+        source = load_text(dataset, "calibration", root, hub_overrides, use_hub, demo_root, custom)
         calibration = calibration_segments(source, dataset, tokenizer, nsamples, body, seed, token_cache)
         provenance["calibration"] = source.provenance
     if bos == "window":

@@ -138,11 +138,16 @@ def load_demo(dataset: str, role: str, demo_root: str | Path | None) -> TextSour
 
 
 def load_text(dataset: str, role: str, root: str | Path | None, hub: dict[str, Any] | None = None,
-              use_hub: bool = True, demo_root: str | Path | None = None) -> TextSource:
+              use_hub: bool = True, demo_root: str | Path | None = None,
+              custom: dict[str, Any] | None = None) -> TextSource:
     """The rows of ``dataset``'s ``role`` split: local files under ``root``, else the Hub, else a clear error.
 
     Demo-suite datasets come from their package registries instead (cached under ``demo_root``).
     """
+    if custom and dataset in custom:
+        from copal_exp.data.custom import load_custom
+
+        return load_custom(dataset, role, custom[dataset])
     if dataset in DEMO_DATASETS:
         return load_demo(dataset, role, demo_root)
     if dataset not in HUB_RECIPES:
