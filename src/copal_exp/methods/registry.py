@@ -10,6 +10,8 @@ protocol needs to know about it — nothing outside ``methods/`` tests a method'
   by the whole dataset prefix, and its memory can be exported and loaded across processes
   (``state.export`` / ``state.load``); ``memory_file`` names the exported tensors and
   ``memory_options`` the options a loaded memory must have been made with;
+* ``updates_weights``: whether ``prune`` changes the kept weights too (SparseGPT's error
+  compensation), so a pruned model is not ``W ⊙ M`` (export recomputes it);
 * ``inits``: the step initialisations it allows (``global``: each step starts from the dense
   weights; ``sequential``: from the previous step's pruned weights);
 * ``Options``: a dataclass of its typed options with their defaults (the only place they are
@@ -69,6 +71,7 @@ class PruningMethod:
     memory_file: ClassVar[str] = "memory.safetensors"
     memory_options: ClassVar[tuple[str, ...]] = ()
     inits: ClassVar[tuple[str, ...]] = ("global", "sequential")
+    updates_weights: ClassVar[bool] = False
     Options: ClassVar[type] = NoOptions
 
     def __init__(self, pattern: Pattern, **options: Any):
