@@ -97,3 +97,27 @@ def test_dense_method_matrix_and_zero_bwt(tmp_path, data_root):
     results = run(tmp_path, data_root, "method=dense")
     assert results["summary"]["a_bwt"] == 0.0
     assert results["permutations"][0]["ppl_matrix"][2] == [results["dense_ppl"][d] for d in results["datasets"]]
+
+
+def test_results_grow_after_every_step(tmp_path, data_root):
+    """While an order runs, results.json and the CSV already hold its rows so far (no BWT until it ends)."""
+    import copy
+
+    from copal_exp.results import write_results
+
+    seen = []
+
+    def save(results):
+        write_results(results, tmp_path)
+        seen.append((copy.deepcopy(results), (tmp_path / "ppl_matrices.csv").read_text().count("\n") - 1))
+
+    settings = validate(compose([*SMALL, f"data.root={data_root}", "method=copal", "order=given"]))
+    model, tokenizer = load_model(settings.model)
+    Experiment(settings, model, tokenizer, on_progress=save).run()
+    after_steps = [(r["permutations"], csv_rows) for r, csv_rows in seen if r.get("permutations")]
+    assert [len(p[0]["ppl_matrix"]) for p, _ in after_steps] == [1, 2, 3]
+    assert [p[0]["complete"] for p, _ in after_steps] == [False, False, True]
+    assert [p[0]["bwt"] is None for p, _ in after_steps] == [True, True, False]
+    assert [rows for _, rows in after_steps] == [3, 6, 9]  # one CSV row per dataset and step so far
+    first = next(r for r, _ in seen if r.get("permutations"))
+    assert "summary" not in first and "summary" in seen[-1][0]

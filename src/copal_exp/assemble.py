@@ -20,16 +20,18 @@ class Permutation:
     mask_change: list[float | None]  # fraction of mask entries changed at each step (None at step 1)
     sparsity: list[float]  # achieved overall sparsity after each step
     step_seconds: list[dict[str, float]]  # seconds per phase of each step's state
+    complete: bool = True  # False while the order runs: its rows so far, no BWT yet
 
 
 def permutation(order: Sequence[str], datasets: Sequence[str], ppl_rows: Sequence[dict[str, float]],
                 mask_changes: list[float | None], sparsities: list[float], seconds: list[dict[str, float]],
-                prunes: bool) -> dict[str, Any]:
+                prunes: bool, complete: bool = True) -> dict[str, Any]:
     """The record of one dataset order: its perplexity matrix (rows: steps, columns: ``datasets``), BWT,
     weight stasis, mask changes, sparsity and seconds per step."""
     matrix = [[row[d] for d in datasets] for row in ppl_rows]
-    return asdict(Permutation(list(order), matrix, backward_transfer(matrix, [list(datasets).index(d) for d in order]),
-                              weight_stasis(mask_changes) if prunes else False, mask_changes, sparsities, seconds))
+    bwt = backward_transfer(matrix, [list(datasets).index(d) for d in order]) if complete else None
+    return asdict(Permutation(list(order), matrix, bwt, weight_stasis(mask_changes) if prunes and complete else False,
+                              mask_changes, sparsities, seconds, complete))
 
 
 def metrics(permutations: list[dict[str, Any]], datasets: Sequence[str]) -> dict[str, Any]:

@@ -43,44 +43,117 @@ def bwt_curve(runs: list[dict[str, Any]], x_key: str, x_label: str, path: Path) 
 FIGURES = {"fig1": ("ratio", "sparsity ratio"), "fig3": ("nsamples", "calibration segments")}
 
 
-def matrix_figure(matrix, datasets, order, title: str = "", ax=None):
-    """One perplexity matrix as an annotated heatmap (rows: steps, columns: datasets)."""
+def _text_colour(rgba) -> str:
+    """Black on light cells, white on dark ones (relative luminance)."""
+    r, g, b = rgba[:3]
+    return "black" if 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.5 else "white"
+
+
+def ratio_norm(low: float, high: float):
+    """Colours for log₂(perplexity / dense): white at the dense value, blue below, red above."""
+    import math
+
+    from matplotlib.colors import TwoSlopeNorm
+
+    return TwoSlopeNorm(vmin=min(math.log2(low), -0.01), vcenter=0.0, vmax=max(math.log2(high), 0.01))
+
+
+def _ratio_bar(fig, image, axes) -> None:
+    import math
+
+    from matplotlib.ticker import FuncFormatter
+
+    bar = fig.colorbar(image, ax=axes, shrink=0.85)
+    bar.set_label("perplexity / dense (log scale)")
+    low, high = image.norm.vmin, image.norm.vmax
+    nice = [r for r in (0.25, 0.5, 0.75, 0.9, 1, 1.1, 1.25, 1.5, 2, 3, 5, 10, 20, 50, 100, 1000)
+            if low <= math.log2(r) <= high]
+    bar.set_ticks([math.log2(r) for r in nice])
+    bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _: f"×{2 ** x:.3g}"))
+
+
+def matrix_figure(matrix, datasets, order, title: str = "", ax=None, dense: dict[str, float] | None = None,
+                  norm=None):
+    """One perplexity matrix as an annotated heatmap: rows are the steps (the dense model first when
+    ``dense`` is given), columns the datasets. Colours show each cell relative to the dense model's
+    perplexity on that dataset (log scale, shared through ``norm``), so columns of very different
+    perplexity stay comparable; the numbers are the perplexities themselves."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     fig = None
     if ax is None:
-        fig, ax = plt.subplots(figsize=(3.2, 2.8))
-    ax.imshow(matrix, cmap="viridis")
-    for t, row in enumerate(matrix):
+        fig, ax = plt.subplots(figsize=(3.4, 2.9))
+    rows = [list(r) for r in matrix]
+    labels = [f"{t + 1}: {d}" for t, d in enumerate(order)]
+    if dense:
+        rows = [[dense[d] for d in datasets], *rows]
+        labels = ["dense", *labels]
+    values = np.array(rows, dtype=float)
+    reference = np.array([dense[d] for d in datasets]) if dense else values.min(axis=0)
+    ratio = np.log2(values / reference)
+    norm = norm or ratio_norm(float(2 ** ratio.min()), float(2 ** ratio.max()))
+    cmap = plt.get_cmap("RdBu_r")
+    image = ax.imshow(ratio, cmap=cmap, norm=norm, aspect="auto")
+    for t, row in enumerate(rows):
         for d, v in enumerate(row):
-            ax.text(d, t, f"{v:.1f}", ha="center", va="center", color="w", fontsize=7)
-    ax.set_xticks(range(len(datasets)), datasets, fontsize=6)
-    ax.set_yticks(range(len(order)), [f"{t + 1}:{d}" for t, d in enumerate(order)], fontsize=6)
+            ax.text(d, t, f"{v:.1f}", ha="center", va="center", fontsize=7,
+                    color=_text_colour(cmap(norm(ratio[t, d]))))
+    ax.set_xticks(range(len(datasets)), datasets, fontsize=7)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    if dense:
+        ax.axhline(0.5, color="black", lw=0.8)
     if title:
-        ax.set_title(title, fontsize=7, loc="left")
+        ax.set_title(title, fontsize=8, loc="left")
+    if fig is not None:
+        _ratio_bar(fig, image, ax)
     return fig or ax.figure
 
 
-def heatmaps(runs: list[dict[str, Any]], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
+def _job_grid(runs: list[dict[str, Any]], path: Path, norm) -> Path:
     import matplotlib.pyplot as plt
 
     n_orders = max(len(r["permutations"]) for r in runs)
-    fig, axes = plt.subplots(len(runs), n_orders, figsize=(2.6 * n_orders, 2.4 * len(runs)), squeeze=False)
+    fig, axes = plt.subplots(len(runs), n_orders, figsize=(3.4 * n_orders + 1.2, 2.8 * len(runs) + 0.4),
+                             squeeze=False, gridspec_kw={"wspace": 0.75, "hspace": 0.45})
+    image = None
     for i, r in enumerate(runs):
         for j in range(n_orders):
             if j >= len(r["permutations"]):
                 axes[i][j].axis("off")
                 continue
             perm = r["permutations"][j]
-            title = f"{run_label(r)} {pattern_label(r)}" if j == 0 else ""
-            matrix_figure(perm["ppl_matrix"], r["datasets"], perm["order"], title, ax=axes[i][j])
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+            title = f"{run_label(r)}, {pattern_label(r)}" if j == 0 else ""
+            matrix_figure(perm["ppl_matrix"], r["datasets"], perm["order"], title, ax=axes[i][j],
+                          dense=r.get("dense_ppl"), norm=norm)
+            image = axes[i][j].images[0]
+    _ratio_bar(fig, image, axes)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def heatmaps(runs: list[dict[str, Any]], path: Path, per_job_above: int = 4) -> Path:
+    """Every job's perplexity matrices, with the dense row and one shared colour scale (relative to
+    dense). Up to ``per_job_above`` jobs go into ``path``; larger sweeps get one figure per job in a
+    folder named after ``path`` (``ppl_matrices/<job>.png``), and ``path`` shows the first jobs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+
+    ratios = [np.array(p["ppl_matrix"]) / np.array([r["dense_ppl"][d] for d in r["datasets"]])
+              for r in runs for p in r["permutations"] if r.get("dense_ppl")]
+    norm = ratio_norm(float(min(x.min() for x in ratios)) if ratios else 0.5,
+                      float(max(x.max() for x in ratios)) if ratios else 2.0)
+    if len(runs) > per_job_above:
+        folder = path.with_suffix("")
+        folder.mkdir(parents=True, exist_ok=True)
+        for k, r in enumerate(runs):
+            name = f"{k:02d}-{run_label(r)}-{pattern_label(r)}".replace(" ", "_").replace("/", "_")
+            name = "".join(c for c in name if c.isalnum() or c in "-_.:,()%")
+            _job_grid([r], folder / f"{name}.png", norm)
+    return _job_grid(runs[:per_job_above], path, norm)

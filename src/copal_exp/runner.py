@@ -8,6 +8,7 @@ what children start from, saved and released), :mod:`.evaluator` (perplexities, 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from pathlib import Path
@@ -197,16 +198,17 @@ class Experiment:
         s, prunes = self.settings, self.method.prunes
         perms, last = [], None
         for order, keys in zip(s.orders, self.plan.keys):
-            if not all(key in self.states for key in keys):
-                continue
-            rows = [self.states[key] for key in keys]
+            # every order has its place (stable indices); an order still to run has the rows computed so far
+            rows = [self.states[key] for key in itertools.takewhile(lambda key: key in self.states, keys)]
             changes: list[float | None] = [None] + [
                 mask_change(prev.masks, cur.masks, self.cache.sizes) if cur.masks else 0.0
                 for prev, cur in zip(rows, rows[1:])]
             perms.append(permutation(order, s.datasets, [r.ppl for r in rows], changes,
-                                     [r.sparsity["overall"] for r in rows], [r.seconds for r in rows], prunes))
-            last = rows[-1]
-        out: dict[str, Any] = {"permutations": perms, **metrics(perms, s.datasets)}
+                                     [r.sparsity["overall"] for r in rows], [r.seconds for r in rows], prunes,
+                                     complete=len(rows) == len(keys)))
+            last = rows[-1] if len(rows) == len(keys) else last
+        done = [p for p in perms if p["complete"]]  # metrics over whole orders; partial rows are shown as they come
+        out: dict[str, Any] = {"permutations": perms, **metrics(done, s.datasets)}
         if last is not None:
             out["sparsity"] = {"pattern": s.pattern.name, "target": s.pattern.ratio if prunes else 0.0,
                                **last.sparsity}

@@ -122,7 +122,8 @@ class WandbLogger(NullLogger):
 
     def _log_new_permutations(self, results):
         datasets = results["datasets"]
-        done = {k for k, perm in enumerate(results.get("permutations", [])) if k not in self.logged}
+        done = {k for k, perm in enumerate(results.get("permutations", []))
+                if k not in self.logged and perm.get("complete", True)}
         for row in matrix_rows(results):
             if row["permutation"] in done:
                 self.run.log({"permutation": row["permutation"], "order": row["order"], "step": row["step"],
@@ -147,7 +148,8 @@ class WandbLogger(NullLogger):
         payload: dict[str, Any] = {
             "ppl_matrices": wandb.Table(columns=["order", "step", "step_dataset", *datasets], data=rows)}
         for k, perm in enumerate(results.get("permutations", [])):
-            fig = matrix_figure(perm["ppl_matrix"], datasets, perm["order"], title=">".join(perm["order"]))
+            fig = matrix_figure(perm["ppl_matrix"], datasets, perm["order"], title=">".join(perm["order"]),
+                                dense=results.get("dense_ppl"))
             payload[f"heatmap/{k}"] = wandb.Image(fig)
             fig.clf()
         per = results.get("per_dataset", {})
