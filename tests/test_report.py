@@ -42,7 +42,9 @@ def test_report_numbers_come_from_the_result_files(sweep):
 
 def test_paper_tables_and_figures(sweep):
     out = report(sweep / "a", "--kind", "table2")
-    assert "paper_a_bwt" in out and "0.569" in out  # paper: Wanda, LLaMA-7B, 50 %
+    assert "paper LLaMA-7B a_bwt" in out and "0.569" in out  # paper: Wanda, LLaMA-7B, 50 %
+    assert "paper LLaMA-7B a\\_bwt" in (sweep / "a" / "table2.tex").read_text()  # escaped for LaTeX
+    assert "50\\%" in (sweep / "a" / "table2.tex").read_text()
     assert "±" in report(sweep / "a", "--kind", "table3")
     assert "±" in report(sweep / "a", "--kind", "appendix_e")
     assert "WS" not in report(sweep / "a", "--kind", "table1").split("copal")[1]

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     name = "report" if args.kind == "comparison" else args.kind
     print(write_table(TABLES[args.kind](runs), args.sweep, name, skipped))
     if args.kind == "table2":
-        print("paper_*: LLaMA-7B, COPAL paper Table 2 (global-init baselines)")
+        print("'paper LLaMA-7B' columns: the COPAL paper's Table 2, LLaMA-7B (global-init baselines), not this sweep's model")
     if args.kind == "comparison" and not args.no_figures:
         print(f"heatmap: {heatmaps(runs, args.sweep / 'ppl_matrices.png')}")
 

@@ -58,6 +58,9 @@ def table1(runs: list[dict[str, Any]]) -> pd.DataFrame:
     return frame[frame["method"] != reference_method().name][columns].reset_index(drop=True)
 
 
+PAPER = "paper LLaMA-7B"  # the paper's numbers are LLaMA-7B's, whatever model the sweep used
+
+
 def table2(runs: list[dict[str, Any]]) -> pd.DataFrame:
     """Paper Table 2: a-/m-bwt, a-/m-ppl per method, one column block per sparsity pattern, paper beside."""
     from copal_exp.paper import TABLE2_LLAMA7B
@@ -70,8 +73,8 @@ def table2(runs: list[dict[str, Any]]) -> pd.DataFrame:
         # the paper's Table 2 starts every step from the dense model: no reference for sequential init
         ref = None if r.method.endswith("(sequential)") else TABLE2_LLAMA7B.get(paper_pattern, {}).get(base)
         rows.append({"method": r.method, "pattern": r.pattern, "a_bwt": r.a_bwt, "m_bwt": r.m_bwt, "a_ppl": r.a_ppl,
-                     "m_ppl": r.m_ppl, "paper_a_bwt": ref[0] if ref else None, "paper_m_bwt": ref[1] if ref else None,
-                     "paper_a_ppl": ref[2] if ref else None, "paper_m_ppl": ref[3] if ref else None})
+                     "m_ppl": r.m_ppl, **{f"{PAPER} {k}": ref[i] if ref else None
+                                          for i, k in enumerate(("a_bwt", "m_bwt", "a_ppl", "m_ppl"))}})
     return pd.DataFrame(rows)
 
 
@@ -111,19 +114,19 @@ def _fmt(v: Any) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def _text(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.astype(object).map(_fmt)
+
+
 def to_markdown(frame: pd.DataFrame) -> str:
-    cols = list(frame.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
+    """A Markdown table (pandas + tabulate), numbers to three decimals, missing values as –."""
+    return _text(frame).to_markdown(index=False, disable_numparse=True)
 
 
 def to_latex(frame: pd.DataFrame) -> str:
-    cols = list(frame.columns)
-    body = [" & ".join(_fmt(v).replace("–", "--") for v in row) + r" \\" for row in frame.itertuples(index=False)]
-    return "\n".join([r"\begin{tabular}{" + "l" * 2 + "r" * (len(cols) - 2) + "}", r"\toprule",
-                      " & ".join(c.replace("_", "-") for c in cols) + r" \\", r"\midrule", *body,
-                      r"\bottomrule", r"\end{tabular}"])
+    """A booktabs LaTeX table through pandas' Styler, every cell and header escaped (``%``, ``_``, ``&``)."""
+    styler = _text(frame).style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
+    return styler.to_latex(hrules=True, column_format="l" * 2 + "r" * (len(frame.columns) - 2))
 
 
 def write_table(frame: pd.DataFrame, sweep: Path, name: str, skipped: list[tuple[str, str]] = ()) -> str:
