@@ -26,10 +26,13 @@ def test_offline_run_holds_steps_tables_and_summary(tmp_path, data_root, offline
     assert run["run"]["group"] == "test-sweep" and run["run"]["job_type"] == "copal"
     assert "model:tiny_llama" in run["run"]["tags"] and "sparsity:2:4" in run["run"]["tags"]
     steps = [row for row in run["history"] if "ppl/wikitext2" in row]
-    assert len(steps) == 6 * 3
+    assert len(steps) == 6 * 3  # one row per permutation and step, each logged once, as its state completed
     first = results["permutations"][0]
-    assert [s["ppl/ptb"] for s in steps[:3]] == pytest.approx([row[1] for row in first["ppl_matrix"]])
-    assert [s["mask_change"] for s in steps[:3]][1:] == pytest.approx(first["mask_change"][1:])
+    own = sorted((s for s in steps if s["permutation"] == 0), key=lambda s: s["perm0/step"])
+    assert [s["perm0/ppl/ptb"] for s in own] == pytest.approx([row[1] for row in first["ppl_matrix"]])
+    assert [s["mask_change"] for s in own][1:] == pytest.approx(first["mask_change"][1:])
+    assert run["run"]["display_name"] == "tiny_llama · copal (token, row) · 2:4"
+    assert run["config"]["code"]["copal_exp"] and "swept" in run["config"]
     for key in ("a_bwt", "m_bwt", "a_ppl", "m_ppl"):
         assert run["summary"][key] == pytest.approx(results["summary"][key])
     tables = [row for row in run["history"] if "ppl_matrices/_type" in row]
@@ -64,3 +67,15 @@ def test_wandb_failure_mid_run_keeps_local_results(tmp_path, data_root, offline,
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk["status"] == "complete" and len(on_disk["permutations"]) == 6
     assert "W&B logging failed" in caplog.text
+
+
+def test_runs_are_named_and_grouped_by_what_they_are(tmp_path):
+    from copal_exp.config import validate
+    from copal_exp.tracking import run_name, sweep_group
+
+    job = tmp_path / "multirun" / "paper_smollm2_135m" / "table2" / "pruned" / "7"
+    assert sweep_group(job, "smollm2_135m") == "paper_smollm2_135m/table2/pruned"
+    assert sweep_group(tmp_path / "outputs" / "2026-11-23" / "07-00-00", "tiny_llama") == "tiny_llama/single"
+    config = validate(compose(["model=tiny_llama", "method=wanda", "order.index=2", "data.nsamples=4"])).resolved
+    name = run_name(config, "unstructured 50%", ["method=wanda", "data.nsamples=4", "hydra.job.num=1"][:2])
+    assert name == "tiny_llama · wanda (global) · unstructured 50% · data.nsamples=4 · order 2"

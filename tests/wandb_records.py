@@ -53,6 +53,7 @@ def read_run(path: Path) -> dict:
         elif kind == "config":
             out["config"].update({i.key: json.loads(i.value_json) for i in record.config.update})
         elif kind == "run":
+            out["config"].update({i.key: json.loads(i.value_json) for i in record.run.config.update})
             out["run"] = {"group": record.run.run_group, "job_type": record.run.job_type, "tags": list(record.run.tags),
-                          "project": record.run.project}
+                          "project": record.run.project, "display_name": record.run.display_name}
     return out

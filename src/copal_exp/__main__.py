@@ -94,16 +94,17 @@ def run_job(cfg: DictConfig, out_dir: str | Path, hydra_cfg: DictConfig | None =
         if done is not None:
             log.info("%s already holds the complete results of this configuration: nothing to do", out_dir)
             return done
-        return _run(settings, out_dir, store)
+        return _run(settings, out_dir, store, hydra_cfg)
 
 
-def _run(settings, out_dir: Path, store: StateStore) -> dict:
+def _run(settings, out_dir: Path, store: StateStore, hydra_cfg=None) -> dict:
     from copal_exp.models import load_model, load_tokenizer
     from copal_exp.runner import Experiment, load_job_data
 
     extra = {"versions": library_versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     earlier = read_results(out_dir) or {}  # an earlier attempt's partial record: kept if this one fails early
-    tracker = make_logger(settings.resolved.get("logger"), settings.resolved, out_dir)
+    swept = list(hydra_cfg.overrides.task) if hydra_cfg is not None else []
+    tracker = make_logger(settings.resolved.get("logger"), settings.resolved, out_dir, swept)
 
     def save(results):
         write_results({**results, **extra}, out_dir)  # local files first

@@ -68,10 +68,11 @@ class NullLogger:
 
 
 class WandbLogger(NullLogger):
-    def __init__(self, cfg: dict[str, Any], config: dict[str, Any], out_dir: Path):
+    def __init__(self, cfg: dict[str, Any], config: dict[str, Any], out_dir: Path, swept: list[str] | None = None):
         global _disabled
         self.run = None
-        self.logged: set[int] = set()
+        self.logged: set[tuple[int, int]] = set()
+        self.defined: set[int] = set()
         if _disabled is not None:
             log.warning("W&B stays off for this job (it failed earlier in this process: %s); local results are "
                         "unaffected", _disabled)
@@ -87,15 +88,17 @@ class WandbLogger(NullLogger):
                 mode = "offline"
             method = config["method"]
             init = method.get("init", "global")
-            sparsity = config["sparsity"]
-            pattern = Pattern.label(sparsity)
-            group = cfg.get("group") or (out_dir.parent.name if out_dir.name.isdigit() else out_dir.name)
+            pattern = Pattern.label(config["sparsity"])
+            swept = [s for s in (swept or []) if not s.lstrip("+~").startswith("hydra")]
+            group = cfg.get("group") or sweep_group(out_dir, config["model"]["name"])
             self.run = wandb.init(
                 project=cfg.get("project", "copal_exp"), entity=cfg.get("entity"), mode=mode, dir=str(out_dir),
-                config=config, group=group, job_type=method["name"],
+                config={**config, "swept": dict(s.lstrip("+~").split("=", 1) for s in swept if "=" in s),
+                        "code": code_version()},
+                group=group, job_type=method["name"],
                 tags=[f"model:{config['model']['name']}", f"sparsity:{pattern}", f"init:{init}",
-                      *cfg.get("tags", [])],
-                name=cfg.get("run_name"), reinit="finish_previous",
+                      *(s.lstrip("+~")[:64] for s in swept), *cfg.get("tags", [])],
+                name=cfg.get("run_name") or run_name(config, pattern, swept), reinit="finish_previous",
                 settings=wandb.Settings(init_timeout=float(cfg.get("init_timeout", 60)), silent=True),
             )
             self.wandb = wandb
@@ -117,19 +120,25 @@ class WandbLogger(NullLogger):
             self.run = None
 
     def update(self, results: dict[str, Any]) -> None:
-        """Log every permutation that has completed since the last call, one W&B step per protocol step."""
-        self._guard("logging", lambda: self._log_new_permutations(results))
+        """Log every (permutation, step) row computed since the last call, as soon as its state completes.
+        Each permutation has its own step axis (``perm<k>/step``), so W&B plots each order step by step."""
+        self._guard("logging", lambda: self._log_new_rows(results))
 
-    def _log_new_permutations(self, results):
+    def _log_new_rows(self, results):
         datasets = results["datasets"]
-        done = {k for k, perm in enumerate(results.get("permutations", []))
-                if k not in self.logged and perm.get("complete", True)}
         for row in matrix_rows(results):
-            if row["permutation"] in done:
-                self.run.log({"permutation": row["permutation"], "order": row["order"], "step": row["step"],
-                              "step_dataset": row["step_dataset"], **{f"ppl/{d}": row["ppl"][d] for d in datasets},
-                              "mask_change": row["mask_change"], "sparsity": row["sparsity"]})
-        self.logged |= done
+            k, t = row["permutation"], row["step"]
+            if (k, t) in self.logged:
+                continue
+            if k not in self.defined:
+                self.run.define_metric(f"perm{k}/step")
+                self.run.define_metric(f"perm{k}/*", step_metric=f"perm{k}/step")
+                self.defined.add(k)
+            ppl = {f"ppl/{d}": row["ppl"][d] for d in datasets}
+            self.run.log({"permutation": k, "order": row["order"], "step": t, "step_dataset": row["step_dataset"],
+                          **ppl, "mask_change": row["mask_change"], "sparsity": row["sparsity"],
+                          f"perm{k}/step": t, **{f"perm{k}/{name}": v for name, v in ppl.items()}})
+            self.logged.add((k, t))
 
     def finish(self, results: dict[str, Any], failed: bool = False) -> None:
         if self.run is None:
@@ -165,10 +174,52 @@ class WandbLogger(NullLogger):
         self.run.summary["status"] = results.get("status")
 
 
-def make_logger(cfg: dict[str, Any] | None, config: dict[str, Any], out_dir: str | Path) -> NullLogger:
+def sweep_group(out_dir: Path, model: str) -> str:
+    """Runs of one sweep share a group: the sweep directory below ``multirun/`` (e.g.
+    ``paper_smollm2_135m/table2/pruned``), or ``<model>/single`` for a single run."""
+    out_dir = Path(out_dir).resolve()
+    if not out_dir.name.isdigit():
+        return f"{model}/single"
+    parts = out_dir.parent.parts
+    return "/".join(parts[parts.index("multirun") + 1:]) if "multirun" in parts else out_dir.parent.name
+
+
+def run_name(config: dict[str, Any], pattern: str, swept: list[str]) -> str:
+    """``model · method label · pattern`` and the swept keys that are not already in it."""
+    from copal_exp.methods import method_class
+
+    method = config["method"]
+    label = method_class(method["name"]).label(method, method.get("init", "global"))
+    extra = [s.lstrip("+~") for s in swept if not s.lstrip("+~").startswith(("method", "sparsity", "model="))]
+    index = config.get("order", {}).get("index")
+    return " · ".join([config["model"]["name"], label, pattern, *extra,
+                       *([f"order {index}"] if index is not None and not any("order" in e for e in extra) else [])])
+
+
+def code_version() -> dict[str, str]:
+    """The package version and, from a git checkout, its commit (with ``+dirty`` for local changes)."""
+    import importlib.metadata
+    import subprocess
+
+    out = {"copal_exp": importlib.metadata.version("copal_exp")}
+    try:
+        root = Path(__file__).resolve().parents[2]
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        if commit:
+            out["commit"] = commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return out
+
+
+def make_logger(cfg: dict[str, Any] | None, config: dict[str, Any], out_dir: str | Path,
+                swept: list[str] | None = None) -> NullLogger:
     name = (cfg or {}).get("name", "none")
     if name == "none":
         return NullLogger()
     if name == "wandb":
-        return WandbLogger(cfg, config, Path(out_dir))
+        return WandbLogger(cfg, config, Path(out_dir), swept)
     raise ValueError(f"logger={name!r}: allowed values are 'wandb', 'none'")
