@@ -65,3 +65,11 @@ def test_analysis_notebook_executes(sweep, monkeypatch):
     assert (sweep / "a" / "notebook_bwt.png").is_file() and (sweep / "a" / "notebook_fig1.png").is_file()
     outputs = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
     assert "4 finished jobs" in outputs
+
+
+def test_rows_that_differ_in_a_swept_key_show_it(sweep):
+    out = report(sweep / "b")  # method=wanda, data.nsamples=1,3
+    header = out.splitlines()[0]
+    assert "data.nsamples" in header
+    rows = [line for line in out.splitlines() if line.startswith("| wanda")]
+    assert len(rows) == 2 and len(set(rows)) == 2 and "| 1 " in rows[0] + rows[1] and "| 3 " in rows[0] + rows[1]

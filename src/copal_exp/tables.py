@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -10,10 +11,28 @@ import pandas as pd
 from copal_exp.methods import reference_method
 from copal_exp.runs import datasets_label, model_name, pattern_label, prunes, run_label
 
+#: config keys already shown by the method, pattern, model and datasets columns
+SHOWN = ("method.", "sparsity.", "model.name", "datasets", "order.index")
+
+
+def swept_keys(runs: list[dict[str, Any]]) -> list[str]:
+    """Every result-affecting config key whose value differs between the jobs (and is not in another column)."""
+    from copal_exp.identity import result_config
+    from copal_exp.jobdir import flatten
+
+    flat = [flatten(result_config(r["config"])) for r in runs if prunes(r)]
+    keys = sorted({k for f in flat for k in f})
+    return [k for k in keys if not k.startswith(SHOWN) and len({json.dumps(f.get(k), default=str) for f in flat}) > 1]
+
 
 def comparison_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per job; ``model`` and ``datasets`` columns when the jobs differ in them; a dense row per
-    model and dataset list, from that model's own dense perplexities, unless a dense job is there."""
+    """One row per job; ``model`` and ``datasets`` columns when the jobs differ in them, and a column for
+    every other swept key (``data.nsamples``, …) so that no two rows look alike; a dense row per model
+    and dataset list, from that model's own dense perplexities, unless a dense job is there."""
+    from copal_exp.identity import result_config
+    from copal_exp.jobdir import flatten
+
+    swept = swept_keys(runs)
     rows = []
     dense_jobs = set()
     for r in runs:
@@ -23,9 +42,12 @@ def comparison_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
             dense_jobs.add((model_name(r), datasets_label(r)))
         ws = r.get("weight_stasis") and not dense
         a_bwt, m_bwt = ("WS", "WS") if ws else (None, None) if dense else (s["a_bwt"], s["m_bwt"])
+        flat = flatten(result_config(r["config"]))
         rows.append({"model": model_name(r), "datasets": datasets_label(r), "method": run_label(r),
-                     "pattern": pattern_label(r), "a_bwt": a_bwt, "m_bwt": m_bwt,
-                     "a_ppl": s["a_ppl"], "m_ppl": s["m_ppl"], "orders": len(r["permutations"])})
+                     "pattern": pattern_label(r), **{k: None if dense else json.dumps(flat.get(k)).strip('"')
+                                                     for k in swept},
+                     "a_bwt": a_bwt, "m_bwt": m_bwt, "a_ppl": s["a_ppl"], "m_ppl": s["m_ppl"],
+                     "orders": len(r["permutations"])})
     dense_rows = []
     for r in runs:  # every job measured its dense model too
         group = (model_name(r), datasets_label(r))
@@ -34,7 +56,7 @@ def comparison_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
         dense_jobs.add(group)
         dense = r["dense_ppl"]
         dense_rows.append({"model": group[0], "datasets": group[1], "method": reference_method().name, "pattern": "-",
-                           "a_bwt": None,
+                           **{k: None for k in swept}, "a_bwt": None,
                            "m_bwt": None, "a_ppl": sum(dense.values()) / len(dense), "m_ppl": max(dense.values()),
                            "orders": 0})
     frame = pd.DataFrame(dense_rows + rows)
