@@ -102,7 +102,7 @@ def matrix_figure(matrix, datasets, order, title: str = "", ax=None, dense: dict
         for d, v in enumerate(row):
             ax.text(d, t, f"{v:.1f}", ha="center", va="center", fontsize=7,
                     color=_text_colour(cmap(norm(ratio[t, d]))))
-    ax.set_xticks(range(len(datasets)), datasets, fontsize=7)
+    ax.set_xticks(range(len(datasets)), datasets, fontsize=7, rotation=25, ha="right")
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
     if dense:
         ax.axhline(0.5, color="black", lw=0.8)
