@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from copal_exp.errors import IntegrityError
+from copal_exp.offload import file_handles
 from copal_exp.storage import (
     is_tmp,
     load_torch,
@@ -113,12 +114,16 @@ class StateStore:
         if step.weights is not None or step.memory is not None:
             memory = None if step.memory is None else {"tensors": step.memory.tensors, "steps": step.memory.steps}
             files[f"{sid}.carry.pt"] = self._save({"weights": step.weights, "memory": memory}, f"{sid}.carry.pt",
-                                                  [h for h in (memory or {}).get("tensors", {}).values()
-                                                   if isinstance(h, str)])
+                                                  file_handles((memory or {}).get("tensors", {}).values()))
         record = {"key": step.key, "ppl": step.ppl, "masks": step.masks, "sparsity": step.sparsity,
                   "seconds": step.seconds}
         files[f"{sid}.pt"] = self._save(record, f"{sid}.pt")
         self._commit()
+
+    def load_record(self, key: tuple) -> dict[str, Any] | None:
+        """The verified record of one state (evaluations, masks, sparsity), or ``None`` if it was not saved."""
+        name = f"{state_id(key)}.pt"
+        return self._load(name) if self.index is not None and name in self.index["files"] else None
 
     def drop_carry(self, key: tuple) -> None:
         name = f"{state_id(key)}.carry.pt"

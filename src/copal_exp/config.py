@@ -147,13 +147,15 @@ def check_model(settings: Settings, model) -> None:
     check_context(settings, getattr(model.config, "max_position_embeddings", None))
     if not METHODS[settings.method].prunes:
         return
-    if not prunable_linears(model):
+    every = prunable_linears(model)
+    if not every:
         raise ConfigError(f"model={settings.model.get('name')} ({type(model).__name__}): no nn.Linear or Conv1D inside "
                           "its decoder layers, so there is nothing to prune")
-    linears = prunable_linears(model, Selection.from_config(settings.resolved.get("prune")))
+    selection = Selection.from_config(settings.resolved.get("prune"))
+    linears = prunable_linears(model, selection)
     if not linears:
-        raise ConfigError(f"prune={settings.resolved.get('prune')}: selects none of the {len(prunable_linears(model))} "
-                          f"linears of model={settings.model.get('name')} (e.g. {next(iter(prunable_linears(model)))})")
+        raise ConfigError(f"prune={settings.resolved.get('prune')}: selects none of the {len(every)} "
+                          f"linears of model={settings.model.get('name')} (e.g. {next(iter(every))})")
     for name, linear in linears.items():
         try:
             settings.pattern.check_shape(name, in_features(linear))

@@ -78,6 +78,7 @@ def prune_model(
     timer = timer or PhaseTimer()
     activations = activations or Offloader("cpu")
     memory_store = memory_store or Offloader("cpu")
+    selection = selection or Selection()
     masks: dict[str, torch.Tensor] = {}
     if not method.prunes:
         return masks, None
@@ -92,7 +93,7 @@ def prune_model(
     for index, layer in enumerate(tqdm(layers, desc=desc, unit="layer", disable=not progress, leave=False)):
         layer.to(device)
         linears = {sub: lin for sub, lin in find_linears(layer).items()
-                   if (selection or Selection()).selects(f"{prefix}.{index}.{sub}", index)}
+                   if selection.selects(f"{prefix}.{index}.{sub}", index)}
         stats = {sub: method.new_statistics(weight_matrix(lin)) for sub, lin in linears.items()}
         if inputs is not None:
             with timer("statistics"):

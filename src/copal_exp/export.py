@@ -26,7 +26,7 @@ from copal_exp.anatomy import (
     set_weight_matrix,
     weight_matrix,
 )
-from copal_exp.checkpoint import StateStore, state_id
+from copal_exp.checkpoint import StateStore
 from copal_exp.config import validate
 from copal_exp.errors import UserError
 from copal_exp.masks import unpack_mask
@@ -58,11 +58,9 @@ def pruned_model(job_dir: Path, order: int = 0, step: int | None = None) -> tupl
     settings = validate(results["config"])
     step = len(settings.datasets) - 1 if step is None else step
     chain = state_chain(settings, order, step)
-    store = StateStore(job_dir)
-    name = f"{state_id(chain[-1][1])}.pt"
-    if store.index is None or name not in store.index["files"]:
+    record = StateStore(job_dir).load_record(chain[-1][1])
+    if record is None:
         raise UserError(f"{job_dir}: state {chain[-1][1]} was not computed (yet): run the job to completion first")
-    record = store._load(name)
     model, tokenizer = load_model(settings.model)
     selection = Selection.from_config(settings.resolved.get("prune"))
     linears = prunable_linears(model, selection)

@@ -53,6 +53,11 @@ class Offloader:
         return load_file(handle, device=str(device))["t"]
 
 
+def file_handles(handles) -> list[str]:
+    """The handles that are files (tensors offloaded to disk)."""
+    return [h for h in handles if isinstance(h, str)]
+
+
 def discard(handles) -> None:
     """Delete the files behind handles nothing will read again (tensors in memory are left to the GC)."""
     for handle in handles:

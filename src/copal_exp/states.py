@@ -16,7 +16,7 @@ import torch
 
 from copal_exp.checkpoint import StateStore
 from copal_exp.methods import Memory
-from copal_exp.offload import discard
+from copal_exp.offload import discard, file_handles
 from copal_exp.plan import Plan
 
 
@@ -40,7 +40,7 @@ class ModelState:
 
 def memory_files(memory: Memory | None) -> list[str]:
     """The files holding a memory's tensors (offloaded to disk)."""
-    return [h for h in (memory.tensors.values() if memory is not None else ()) if isinstance(h, str)]
+    return file_handles(memory.tensors.values()) if memory is not None else []
 
 
 def discard_memory(memory: Memory | None) -> None:
