@@ -99,10 +99,10 @@ def test_a_50_percent_step_reaches_50_percent(family):
 
 
 def test_what_is_pruned_can_be_restricted_and_is_recorded(tmp_path, data_root):
+    from conftest import TINY, compose
+
     from copal_exp.__main__ import run_job
     from copal_exp.models import build_tiny_llama
-
-    from conftest import TINY, compose
 
     results = run_job(compose([*TINY, f"data.root={data_root}", "method=wanda", "order=given",
                                "prune.targets=[mlp]", "prune.ignore=[down_proj]", "prune.min_layer=1"]), tmp_path)
@@ -125,12 +125,11 @@ def test_what_is_pruned_can_be_restricted_and_is_recorded(tmp_path, data_root):
 
 
 def test_a_model_with_nothing_to_prune_is_refused(tmp_path, data_root, monkeypatch):
-    import copal_exp.anatomy
+    from conftest import TINY, compose
 
+    import copal_exp.anatomy
     from copal_exp.__main__ import run_job
     from copal_exp.errors import ConfigError
-
-    from conftest import TINY, compose
 
     monkeypatch.setattr(copal_exp.anatomy, "find_linears", lambda module: {})
     with pytest.raises(ConfigError, match="no nn.Linear or Conv1D inside its decoder layers"):

@@ -5,13 +5,11 @@ the masks, SparseGPT (which updates the kept weights) recomputed and checked aga
 import json
 
 import pytest
-import torch
+from conftest import TINY, compose
 
 from copal_exp.__main__ import run_job
 from copal_exp.export import export, verify
 from copal_exp.masks import unpack_mask
-
-from conftest import TINY, compose
 
 
 @pytest.mark.parametrize("method,step", [("wanda", None), ("copal", 1), ("sparsegpt", None)])

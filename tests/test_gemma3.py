@@ -6,12 +6,11 @@ import math
 
 import pytest
 import torch
+from conftest import compose
 
 from copal_exp.__main__ import run_job
 from copal_exp.evaluate import perplexity, perplexity_layerwise
 from copal_exp.models import load_model
-
-from conftest import compose
 
 pytestmark = pytest.mark.slow
 

@@ -71,7 +71,7 @@ def test_wandb_failure_mid_run_keeps_local_results(tmp_path, data_root, offline,
 
 def test_runs_are_named_and_grouped_by_what_they_are(tmp_path):
     from copal_exp.config import validate
-    from copal_exp.tracking import run_name, sweep_group
+    from copal_exp.naming import run_name, sweep_group
 
     job = tmp_path / "multirun" / "paper_smollm2_135m" / "table2" / "pruned" / "7"
     assert sweep_group(job, "smollm2_135m") == "paper_smollm2_135m/table2/pruned"

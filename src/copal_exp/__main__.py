@@ -25,6 +25,7 @@ from copal_exp.checkpoint import StateStore
 from copal_exp.config import check_context, check_model, validate
 from copal_exp.continual import export_state, load_state, model_identity
 from copal_exp.errors import JobInterrupted, UserError
+from copal_exp.inputs import offload_folder, resolve_device
 from copal_exp.jobdir import (
     JobLock,
     check_configuration,
@@ -36,7 +37,6 @@ from copal_exp.jobdir import (
 )
 from copal_exp.methods import method_class
 from copal_exp.results import library_versions, write_results
-from copal_exp.runner import offload_folder, resolve_device
 from copal_exp.tracking import make_logger
 
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")
@@ -98,8 +98,9 @@ def run_job(cfg: DictConfig, out_dir: str | Path, hydra_cfg: DictConfig | None =
 
 
 def _run(settings, out_dir: Path, store: StateStore, hydra_cfg=None) -> dict:
+    from copal_exp.inputs import load_job_data
     from copal_exp.models import load_model, load_tokenizer
-    from copal_exp.runner import Experiment, load_job_data
+    from copal_exp.runner import Experiment
 
     extra = {"versions": library_versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     earlier = read_results(out_dir) or {}  # an earlier attempt's partial record: kept if this one fails early

@@ -112,3 +112,13 @@ def final_norm(model: nn.Module) -> nn.Module:
 
 def lm_head(model: nn.Module) -> nn.Module:
     return model.get_output_embeddings()
+
+
+def pruned_modules(linears: dict, selection: Selection) -> dict[str, Any]:
+    """What the job prunes: how many linears, of which types, chosen how."""
+    types: dict[str, int] = {}
+    for lin in linears.values():
+        types[type(lin).__name__] = types.get(type(lin).__name__, 0) + 1
+    targets = None if selection.targets is None else list(selection.targets)
+    return {"count": len(linears), "types": types, "targets": targets, "ignore": list(selection.ignore),
+            "min_layer": selection.min_layer, "max_layer": selection.max_layer}

@@ -51,8 +51,8 @@ def state_chain(settings, order: int, step: int) -> list[tuple[str, tuple]]:
 def pruned_model(job_dir: Path, order: int = 0, step: int | None = None) -> tuple[Any, Any, dict[str, Any]]:
     """The model (and tokenizer) of a job's state, and that state's record."""
     from copal_exp.engine import prune_model
+    from copal_exp.inputs import load_job_data, resolve_device
     from copal_exp.models import load_model
-    from copal_exp.runner import load_job_data, resolve_device
 
     results = load_results(job_dir)
     settings = validate(results["config"])
@@ -128,8 +128,8 @@ def verify(out: Path, info: dict[str, Any]) -> dict[str, float]:
     from transformers import AutoModelForCausalLM
 
     from copal_exp.evaluate import perplexity
+    from copal_exp.inputs import load_job_data
     from copal_exp.models import _dtype, load_tokenizer
-    from copal_exp.runner import load_job_data
 
     settings = info["settings"]
     model = AutoModelForCausalLM.from_pretrained(out, dtype=_dtype(settings.model.get("dtype", "float32"))).eval()

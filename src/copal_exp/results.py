@@ -1,19 +1,74 @@
-"""Plain result files: ``results.json`` (the whole record) and ``ppl_matrices.csv`` (long format)."""
+"""Plain result files: ``results.json`` (the whole record, :class:`JobResults`) and ``ppl_matrices.csv``
+(long format, one row per permutation, step and dataset)."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import platform
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from copal_exp.assemble import Permutation
 from copal_exp.storage import write_text
 
 RESULTS_FILE = "results.json"
 MATRICES_FILE = "ppl_matrices.csv"
 CSV_FIELDS = ["method", "init", "pattern", "order", "step", "step_dataset", "dataset", "ppl"]
+
+
+STATUSES = ("running", "complete", "failed", "interrupted")
+
+
+@dataclass
+class JobResults:
+    """Every key of ``results.json``, declared once. Written after every step (``status: running``, the
+    permutations computed so far) and at the end; read back by the report, ``export`` and resume."""
+
+    status: str = "running"  # one of STATUSES
+    config: dict = field(default_factory=dict)  # the resolved Hydra config of the job
+    datasets: list = field(default_factory=list)  # matrix columns, in this order
+    data: dict = field(default_factory=dict)  # per dataset: where its splits came from, segment/window counts
+    seed: int | None = None  # data.seed
+    data_root: str | None = None  # the folder the data was read from (None: the Hub or the demo suite)
+    dense_cache: str | None = None  # where the dense perplexities came from: computed, cache, job
+    dense_ppl: dict = field(default_factory=dict)  # dataset -> perplexity of the unpruned model
+    pruned_modules: dict = field(default_factory=dict)  # how many linears, of which types, chosen how
+    permutations: list = field(default_factory=list)  # one Permutation record per order (stable indices)
+    summary: dict = field(default_factory=dict)  # a-/m-bwt, a-/m-ppl over complete permutations
+    per_dataset: dict = field(default_factory=dict)  # dataset -> bwt/ppl mean and std
+    weight_stasis: bool | None = None  # every complete order ended with unchanged masks
+    sparsity: dict = field(default_factory=dict)  # pattern, target, overall and per-layer of the last state
+    plan: dict = field(default_factory=dict)  # prune steps and evaluations with and without the planner
+    timings: dict = field(default_factory=dict)  # this process's wall seconds per phase, and total
+    step_seconds_total: dict = field(default_factory=dict)  # per-phase seconds summed over every state
+    resumed_states: int = 0  # states read back from states/ instead of computed
+    continual: dict = field(default_factory=dict)  # state.load / state.export: from where, datasets seen
+    versions: dict = field(default_factory=dict)  # python and library versions
+    started: str | None = None  # when this process started the job (ISO 8601, local time)
+    error: str | None = None  # why the job failed or was interrupted
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> JobResults:
+        """``record`` checked against the schema: an unknown key, a status outside :data:`STATUSES` or a
+        permutation record with other fields raises ``ValueError`` naming it."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(record) - known - {"_path"})
+        if unknown:
+            raise ValueError(f"results record has unknown key(s) {unknown}; allowed: {sorted(known)}")
+        if record.get("status", "running") not in STATUSES:
+            raise ValueError(f"results status={record.get('status')!r}: allowed values are {STATUSES}")
+        fields = {f.name for f in dataclasses.fields(Permutation)}
+        for k, perm in enumerate(record.get("permutations") or []):
+            if not isinstance(perm, dict) or not set(perm) <= fields or not {"order", "ppl_matrix"} <= set(perm):
+                raise ValueError(f"permutations[{k}] is not a permutation record (fields: {sorted(fields)})")
+        return cls(**{k: v for k, v in record.items() if k in known})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 def library_versions() -> dict[str, str]:
@@ -58,8 +113,10 @@ def _protect_complete(path: Path, results: dict[str, Any]) -> None:
 
 
 def write_results(results: dict[str, Any], out_dir: str | Path) -> Path:
-    """Write ``results.json`` and ``ppl_matrices.csv`` atomically (safe to call after every step)."""
+    """Write ``results.json`` (every :class:`JobResults` key) and ``ppl_matrices.csv`` atomically (safe to
+    call after every step)."""
     out = Path(out_dir)
+    results = JobResults.from_dict(results).to_dict()
     _protect_complete(out / RESULTS_FILE, results)
     write_text(out / RESULTS_FILE, json.dumps(results, indent=2, default=str))
     method = results.get("config", {}).get("method", {})
@@ -76,5 +133,6 @@ def write_results(results: dict[str, Any], out_dir: str | Path) -> Path:
 
 
 def load_results(path: str | Path) -> dict[str, Any]:
+    """A ``results.json`` (or the job folder holding one), checked against :class:`JobResults`."""
     path = Path(path)
-    return json.loads((path / RESULTS_FILE if path.is_dir() else path).read_text())
+    return JobResults.from_dict(json.loads((path / RESULTS_FILE if path.is_dir() else path).read_text())).to_dict()

@@ -11,57 +11,26 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from copal_exp.anatomy import Selection, prunable_linears
+from copal_exp.anatomy import Selection, prunable_linears, pruned_modules
 from copal_exp.assemble import metrics, permutation
 from copal_exp.checkpoint import StateStore
 from copal_exp.config import Settings
-from copal_exp.data import DatasetSplits, load_dataset_splits
-from copal_exp.data.sources import default_root
+from copal_exp.data import DatasetSplits
 from copal_exp.engine import PhaseTimer, prune_model
 from copal_exp.evaluator import Evaluator
+from copal_exp.inputs import load_job_data, offload_folder, resolve_device
 from copal_exp.masks import pack_masks
-from copal_exp.methods import Memory, build_method, method_class
+from copal_exp.methods import Memory, build_method
 from copal_exp.metrics import mask_change, sparsity_report
 from copal_exp.offload import Offloader
-from copal_exp.paths import token_cache_dir
 from copal_exp.plan import Plan, make_plan
 from copal_exp.states import ModelState, StateCache
 
 log = logging.getLogger(__name__)
-
-
-def load_job_data(s: Settings, tokenizer) -> tuple[dict[str, DatasetSplits], str | None]:
-    """Every dataset of the job, tokenised and cut (needs only the tokenizer: runs before the model loads)."""
-    d = s.data
-    root = d.get("root")
-    if root is None and (root := default_root()) is not None:
-        log.info("data.root is unset: using %s", root)
-    data = {
-        name: load_dataset_splits(
-            name, tokenizer, root=root, nsamples=d["nsamples"], seqlen=d["seqlen"], seed=d["seed"],
-            max_windows=s.eval.get("max_windows"), hub=d.get("hub"), use_hub=bool(d.get("use_hub", True)),
-            with_calibration=method_class(s.method).prunes, demo_root=d.get("demo_root"),
-            token_cache=token_cache_dir() if d.get("token_cache", True) else None, bos=d.get("bos", "text"),
-            custom=d.get("sources"))
-        for name in s.datasets
-    }
-    return data, str(root) if root else None
-
-
-def offload_folder(configured: str | None, job_dir: Path | None) -> Path:
-    """``run.offload.dir``, or ``<job dir>/offload`` (the job's own, cleaned of a killed run's files)."""
-    return Path(configured).expanduser() if configured else (job_dir or Path.cwd()) / "offload"
-
-
-def resolve_device(name: str) -> str:
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
 def step_seconds(states) -> dict[str, float]:
@@ -71,16 +40,6 @@ def step_seconds(states) -> dict[str, float]:
         for phase, seconds in (state.seconds or {}).items():
             total[phase] = total.get(phase, 0.0) + seconds
     return {phase: round(v, 3) for phase, v in total.items()}
-
-
-def pruned_modules(linears: dict, selection: Selection) -> dict[str, Any]:
-    """What the job prunes: how many linears, of which types, chosen how."""
-    types: dict[str, int] = {}
-    for lin in linears.values():
-        types[type(lin).__name__] = types.get(type(lin).__name__, 0) + 1
-    targets = None if selection.targets is None else list(selection.targets)
-    return {"count": len(linears), "types": types, "targets": targets, "ignore": list(selection.ignore),
-            "min_layer": selection.min_layer, "max_layer": selection.max_layer}
 
 
 class Experiment:

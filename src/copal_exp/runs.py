@@ -8,7 +8,7 @@ from typing import Any
 
 from copal_exp.masks import Pattern
 from copal_exp.methods import method_class
-from copal_exp.results import RESULTS_FILE
+from copal_exp.results import RESULTS_FILE, JobResults
 
 
 def prunes(results: dict[str, Any]) -> bool:
@@ -51,6 +51,11 @@ def collect(sweep: Path, merge: bool = True, skipped: list[tuple[str, str]] | No
         missing = [k for k in ("config", "datasets", "dense_ppl", "permutations", "summary") if k not in results]
         if missing:
             skipped.append((str(path.parent), f"complete but lacks {missing} (written by another program?)"))
+            continue
+        try:
+            results = JobResults.from_dict(results).to_dict()
+        except ValueError as exc:
+            skipped.append((str(path.parent), f"not a copal_exp results record ({exc})"))
             continue
         results["_path"] = str(path.parent)
         runs.append(results)
