@@ -8,6 +8,8 @@ from typing import Any
 
 from copal_exp.errors import ConfigError
 from copal_exp.schema import (
+    LOGGERS,
+    MODEL_SOURCES,
     DataConfig,
     EvalConfig,
     PruneConfig,
@@ -15,10 +17,6 @@ from copal_exp.schema import (
     StateConfig,
     coerce,
 )
-from copal_exp.values import integer
-
-MODEL_SOURCES = ("pypi_gguf", "tiny", "hub")
-DTYPE_NAMES = ("auto", "float32", "float16", "bfloat16")
 
 
 def require(ok: bool, message: str) -> None:
@@ -63,21 +61,26 @@ def section(c: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
-def check_model_section(model: dict[str, Any]) -> None:
-    require(model.get("source") in MODEL_SOURCES,
-             f"model.source={model.get('source')!r}: allowed values are {MODEL_SOURCES}")
-    require(model.get("dtype", "float32") in DTYPE_NAMES,
-             f"model.dtype={model.get('dtype')!r}: allowed values are {DTYPE_NAMES}")
-    model["seqlen"] = integer(model.get("seqlen"), "model.seqlen", minimum=2)
+def check_model_section(model: dict[str, Any]) -> dict[str, Any]:
+    sources = tuple(MODEL_SOURCES)
+    require(model.get("source") in sources, f"model.source={model.get('source')!r}: allowed values are {sources}")
+    model = coerce(model, MODEL_SOURCES[model["source"]], "model")
     if model["source"] == "hub":
         path = model.get("name_or_path")
-        require(isinstance(path, str) and path not in ("", "???"),
-                 f"model.name_or_path={path!r}: model={model.get('name')} needs the model to load, e.g. "
-                 "model.name_or_path=meta-llama/Llama-3.2-1B (a Hugging Face id) or a local folder")
-    if model["source"] == "tiny":
-        for key in ("hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads", "context"):
-            model[key] = integer(model.get(key), f"model.{key}", minimum=1)
-        model["init_seed"] = integer(model.get("init_seed", 0), "model.init_seed")
+        require(path not in ("", "???"),
+                f"model.name_or_path={path!r}: model={model.get('name')} needs the model to load, e.g. "
+                "model.name_or_path=meta-llama/Llama-3.2-1B (a Hugging Face id) or a local folder")
+    return model
+
+
+def check_logger(logger: Any) -> dict[str, Any]:
+    logger = logger or {"name": "none"}
+    require(isinstance(logger, dict) and logger.get("name") in LOGGERS,
+            f"logger={logger.get('name') if isinstance(logger, dict) else logger!r}: allowed values are {list(LOGGERS)}")
+    logger = coerce(logger, LOGGERS[logger["name"]], "logger")
+    if "init_timeout" in logger:
+        require(logger["init_timeout"] > 0, f"logger.init_timeout={logger['init_timeout']}: must be > 0")
+    return logger
 
 
 def check_data(data: dict[str, Any]) -> dict[str, Any]:

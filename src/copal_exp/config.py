@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from copal_exp.checks import (
     check_data,
+    check_logger,
     check_model_section,
     check_prune,
     check_run,
@@ -23,11 +24,9 @@ from copal_exp.data.sources import KNOWN_DATASETS
 from copal_exp.errors import ConfigError
 from copal_exp.masks import Pattern
 from copal_exp.methods import METHODS
-from copal_exp.schema import register_base
-from copal_exp.values import integer, number
+from copal_exp.schema import OrderConfig, SparsityConfig, coerce, register_base
 
 INITS = ("global", "sequential")
-ORDER_KINDS = ("all_perms", "given")
 
 
 @dataclass
@@ -89,9 +88,7 @@ def validate(cfg: DictConfig | dict) -> Settings:
                          "domains: data.sources.NAME={path: FILE, field: text})")
     require(len(set(datasets)) == len(datasets), f"datasets={datasets}: each dataset may appear once")
 
-    order = section(c, "order")
-    require(order.get("kind") in ORDER_KINDS, f"order.kind={order.get('kind')!r}: allowed values are {ORDER_KINDS}")
-    order["index"] = integer(order.get("index"), "order.index", minimum=0, allow_none=True)
+    c["order"] = order = coerce(section(c, "order"), OrderConfig, "order")
     orders = plan_orders(datasets, order["kind"], order["index"])
 
     method = dict(section(c, "method"))
@@ -106,15 +103,14 @@ def validate(cfg: DictConfig | dict) -> Settings:
     extra = sorted(set(method) - set(allowed))
     require(not extra, f"method={name}: unknown key(s) {extra}; allowed: {sorted(allowed) + ['init', 'name']}")
 
-    sp = section(c, "sparsity")
+    c["sparsity"] = sp = coerce(section(c, "sparsity"), SparsityConfig, "sparsity")
     try:
         pattern = Pattern.parse(sp.get("pattern"), sp.get("ratio"), sp.get("n"), sp.get("m"))
         method = cls(pattern, **method).config  # method-specific checks, typed values
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 
-    model = section(c, "model")
-    check_model_section(model)
+    c["model"] = model = check_model_section(section(c, "model"))
     c["data"] = data = check_data(c.get("data"))
     c["run"], c["eval"], c["state"] = run, ev, state = check_run(c.get("run"), c.get("eval"), c.get("state") or {})
     c["prune"] = check_prune(c.get("prune"))
@@ -126,10 +122,7 @@ def validate(cfg: DictConfig | dict) -> Settings:
     if state.get("export"):
         require(len(orders) == 1, f"state.export={state['export']}: needs a single order (order=given, or "
                                    f"order.index=K), this job runs {len(orders)}")
-    logger = c.get("logger") or {"name": "none"}
-    require(logger.get("name") in ("wandb", "none"), f"logger={logger.get('name')!r}: allowed values are 'wandb', 'none'")
-    if "init_timeout" in logger:
-        logger["init_timeout"] = number(logger["init_timeout"], "logger.init_timeout", positive=True)
+    c["logger"] = check_logger(c.get("logger"))
     return Settings(datasets, orders, name, init, method, pattern, model, data, ev, run, c)
 
 

