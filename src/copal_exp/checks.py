@@ -15,8 +15,8 @@ from copal_exp.schema import (
     PruneConfig,
     RunConfig,
     StateConfig,
-    coerce,
 )
+from copal_exp.values import coerce
 
 
 def require(ok: bool, message: str) -> None:

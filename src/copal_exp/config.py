@@ -24,7 +24,8 @@ from copal_exp.data.sources import KNOWN_DATASETS
 from copal_exp.errors import ConfigError
 from copal_exp.masks import Pattern
 from copal_exp.methods import METHODS
-from copal_exp.schema import OrderConfig, SparsityConfig, coerce, register_base
+from copal_exp.schema import OrderConfig, SparsityConfig, register_base
+from copal_exp.values import coerce
 
 INITS = ("global", "sequential")
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import typing
 from typing import Any
 
 from copal_exp.errors import ConfigError
@@ -45,3 +47,54 @@ def boolean(value: Any, key: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{key}={value!r}: allowed values are true, false")
     return value
+
+
+def _coerce_value(value: Any, kind: Any, where: str, meta: dict[str, Any]) -> Any:
+    optional = typing.get_origin(kind) is typing.Union and type(None) in typing.get_args(kind)
+    if optional:
+        if value is None:
+            return None
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
+    minimum = meta.get("minimum")
+    if kind is int:
+        return integer(value, where, minimum=minimum)
+    if kind is float:
+        return float(number(value, where))
+    if kind is bool:
+        return boolean(value, where)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}={value!r}: must be a string")
+        if meta.get("choices") and value not in meta["choices"]:
+            raise ConfigError(f"{where}={value!r}: allowed values are {meta['choices']}")
+        return value
+    if kind is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}={value!r}: must be a list of strings, e.g. [mlp]")
+        return value
+    if kind is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}={value!r}: must be a mapping")
+        return value
+    if dataclasses.is_dataclass(kind):
+        return coerce(value, kind, where)
+    return value
+
+
+def coerce(values: Any, schema: type, where: str) -> dict[str, Any]:
+    """``values`` (a composed section) with every key of ``schema`` read into its declared type."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}={values!r}: must be a config section (see README, 'Configuration reference')")
+    hints = typing.get_type_hints(schema)
+    known = {f.name: f for f in dataclasses.fields(schema)}
+    extra = sorted(set(values) - set(known))
+    if extra:
+        raise ConfigError(f"{where}: unknown key(s) {extra}; allowed: {sorted(known)}")
+    missing = sorted(n for n, f in known.items() if f.default == "???" and n not in values)
+    if missing:
+        raise ConfigError(f"{where}: missing key(s) {missing} (see README, 'Configuration reference')")
+    out = dict(values)
+    for name, spec in known.items():
+        if name in values:
+            out[name] = _coerce_value(values[name], hints[name], f"{where}.{name}", dict(spec.metadata))
+    return out
