@@ -81,6 +81,32 @@ def test_layerwise_evaluation_equals_full_forward():
     assert perplexity_layerwise(model, windows) == pytest.approx(perplexity(model, windows), rel=1e-5)
 
 
+def test_evaluation_is_exact_and_syncs_once_per_dataset(monkeypatch):
+    """Perplexity equals exp(mean NLL) computed by hand from the logits, for any batch size, and reads
+    one number back from the device per dataset (``.item()`` once), not one per window."""
+    import math
+
+    import torch.nn.functional as F
+
+    from copal_exp.evaluate import perplexity, perplexity_layerwise
+
+    model, _ = build_tiny_llama(TINY)
+    windows = torch.randint(0, 256, (5, 24))
+    with torch.no_grad():
+        logp = F.log_softmax(model(windows).logits.double(), dim=-1)
+    nll = -logp[:, :-1].gather(-1, windows[:, 1:, None]).sum()
+    by_hand = math.exp(nll.item() / (5 * 23))
+    reads = []
+    real_item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: reads.append(1) or real_item(self))
+    for batch_size in (1, 2, 5):
+        reads.clear()
+        assert perplexity(model, windows, batch_size=batch_size) == pytest.approx(by_hand, rel=1e-5)
+        assert len(reads) == 1
+    reads.clear()
+    assert perplexity_layerwise(model, windows) == pytest.approx(by_hand, rel=1e-5) and len(reads) == 1
+
+
 def test_evaluation_round_moves_the_model_once(monkeypatch):
     """``resident`` moves the model for the whole round; inside it ``perplexity`` moves nothing."""
     from torch import nn

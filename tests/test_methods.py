@@ -190,3 +190,26 @@ def test_sparsegpt_cholesky_fallback_logs_and_recovers(caplog):
         new, keep = sparsify_weight(weight, hessian, UNSTRUCTURED, blocksize=8, percdamp=0.0)
     assert "Cholesky failed" in caplog.text
     assert torch.isfinite(new).all() and (~keep).sum() == 12
+
+
+def test_sparsegpt_runs_in_full_fp32_and_restores_the_precision_setting(monkeypatch):
+    """TF32 off through torch's current ``fp32_precision`` API during the OBS update, restored after
+    (also when the update fails); the legacy ``allow_tf32`` flags are left alone."""
+    import copal_exp.methods.sparsegpt as sg
+
+    matmul = torch.backends.cuda.matmul
+    seen = []
+    real = sg.inverse_cholesky_upper
+    monkeypatch.setattr(sg, "inverse_cholesky_upper", lambda *a, **k: (seen.append(matmul.fp32_precision), real(*a, **k))[1])
+    before = matmul.fp32_precision
+    try:
+        matmul.fp32_precision = "tf32"
+        x = torch.randn(32, 8)
+        sparsify_weight(torch.randn(4, 8), 2 * x.t() @ x / 32, Pattern.parse("unstructured", 0.5))
+        assert seen == ["ieee"] and matmul.fp32_precision == "tf32"
+        monkeypatch.setattr(sg, "prepare_hessian", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+        with pytest.raises(RuntimeError, match="boom"):
+            sparsify_weight(torch.randn(4, 8), torch.eye(8), Pattern.parse("unstructured", 0.5))
+        assert matmul.fp32_precision == "tf32"
+    finally:
+        matmul.fp32_precision = before

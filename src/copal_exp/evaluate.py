@@ -21,16 +21,21 @@ def perplexity(model: nn.Module, windows: torch.Tensor, device="cpu", batch_size
                progress: bool = False, desc: str = "eval") -> float:
     """Perplexity of ``model`` on ``windows`` (``[n, seqlen]`` token ids); the model is moved to
     ``device`` for the call unless it is already there (see :func:`resident`)."""
-    total_nll, total_tokens = 0.0, 0
+    total_nll, total_tokens = torch.zeros((), dtype=torch.float64, device=device), 0
     with resident(model, device):
+        windows = windows.to(device, non_blocking=True)  # one copy per dataset
         for start in tqdm(range(0, windows.shape[0], batch_size), desc=desc, disable=not progress, leave=False):
-            batch = windows[start : start + batch_size].to(device)
-            logits = model(batch, use_cache=False).logits[:, :-1].float()
-            targets = batch[:, 1:]
-            nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="sum")
-            total_nll += nll.item()
-            total_tokens += targets.numel()
-    return math.exp(total_nll / total_tokens)
+            batch = windows[start : start + batch_size]
+            total_nll += window_nll(model(batch, use_cache=False).logits, batch)
+            total_tokens += batch.shape[0] * (batch.shape[1] - 1)
+    return math.exp(total_nll.item() / total_tokens)  # the only host sync of the dataset
+
+
+def window_nll(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Summed next-token NLL of ``tokens`` (``[b, t]``) under ``logits`` (``[b, t, vocab]``), in float32,
+    as a device tensor (no host sync)."""
+    logits = logits[:, :-1].float()
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), reduction="sum")
 
 
 @contextmanager
@@ -61,14 +66,12 @@ def perplexity_layerwise(model: nn.Module, windows: torch.Tensor, device="cpu", 
         inputs.hidden = run_layer(layer, inputs, device, index, keep=keep)
         layer.to("cpu")
     norm, head = final_norm(model).to(device), lm_head(model).to(device)
-    total_nll, total_tokens = 0.0, 0
+    total_nll, total_tokens = torch.zeros((), dtype=torch.float64, device=device), 0
     try:
-        for hidden, row in zip(inputs.hidden, windows):
-            logits = head(norm(hidden.to(device)))[0, :-1].float()
-            targets = row[1:].to(device)
-            total_nll += F.cross_entropy(logits, targets, reduction="sum").item()
-            total_tokens += targets.numel()
+        for hidden, row in zip(inputs.hidden, windows.to(device)):
+            total_nll += window_nll(head(norm(hidden.to(device))), row.reshape(1, -1))
+            total_tokens += row.numel() - 1
     finally:
         norm.to("cpu")
         head.to("cpu")
-    return math.exp(total_nll / total_tokens)
+    return math.exp(total_nll.item() / total_tokens)

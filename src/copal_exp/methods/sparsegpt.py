@@ -7,6 +7,8 @@ is fp32 with TF32 disabled.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +24,20 @@ def accumulate_hessian(hessian_sum: torch.Tensor, inputs: torch.Tensor) -> torch
     """Add ``Σ_j X_j X_jᵀ`` for a batch of segments ``inputs`` (``[B, L, d_in]``), in fp32."""
     x = inputs.reshape(-1, inputs.shape[-1]).float()
     return hessian_sum.addmm_(x.t(), x)
+
+
+@contextmanager
+def full_fp32_matmul() -> Iterator[None]:
+    """float32 matmuls in full IEEE precision for the block (TF32 off, as the official SparseGPT), set
+    through torch's ``fp32_precision`` API and restored afterwards. The legacy ``allow_tf32`` flags are
+    not touched: torch refuses them once the new API is in use."""
+    matmul = torch.backends.cuda.matmul
+    before = matmul.fp32_precision
+    matmul.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        matmul.fp32_precision = before
 
 
 def prepare_hessian(hessian: torch.Tensor, weight: torch.Tensor, percdamp: float) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -65,9 +81,7 @@ def sparsify_weight(
     weights of lowest ``w² / U_kk²`` (stable order). N:M: each group of M columns keeps its N highest
     ``w² / U_kk²``, chosen when its first column is reached, from the already-updated weights.
     """
-    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
+    with full_fp32_matmul():
         dtype = weight.dtype
         hessian, w, damp = prepare_hessian(hessian.float(), weight.float(), percdamp)
         u = inverse_cholesky_upper(hessian, damp, name=name)
@@ -101,8 +115,6 @@ def sparsify_weight(
             wt[i2:].addmm_(u[i1:i2, i2:].t(), err1, alpha=-1.0)  # lazy update of later blocks
         keep = ~pruned.t()
         return (wt.t() * keep).to(dtype), keep
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
 
 
 @register("sparsegpt")
