@@ -1,7 +1,9 @@
+import numpy as np
 import pytest
 import torch
 
 from copal_exp.masks import (
+    PackedMasks,
     Pattern,
     nm_mask,
     pack_masks,
@@ -70,6 +72,21 @@ def test_select_mask_dispatch_and_packing():
     assert torch.equal(unpack_mask(packed, keep.shape), keep)
     odd = torch.rand(3, 5) > 0.5  # a size that is not a multiple of 8
     assert torch.equal(unpack_mask(pack_masks({"b": odd})["b"], odd.shape), odd)
+    for mask in (keep, odd):  # packed where the mask lies, in numpy's packbits order
+        assert np.array_equal(pack_masks({"m": mask})["m"], np.packbits(mask.numpy().reshape(-1)))
+
+
+def test_packed_masks_hold_bits_counts_and_shapes():
+    from copal_exp.metrics import sparsity_report
+
+    masks = {"a": torch.rand(6, 16) > 0.3, "b": torch.rand(4, 5) > 0.7}
+    packed = PackedMasks()
+    for name, mask in masks.items():
+        packed.add(name, mask)
+    assert list(packed) == ["a", "b"] and all(torch.equal(packed[n], m) for n, m in masks.items())
+    assert packed.kept == {n: int(m.sum()) for n, m in masks.items()}
+    assert sum(b.nbytes for b in packed.bits.values()) == 12 + 3  # one bit per weight, rounded up per mask
+    assert sparsity_report(packed) == sparsity_report(masks)
 
 
 @pytest.mark.parametrize("group", ["layer", "row"])

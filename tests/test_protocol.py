@@ -46,6 +46,25 @@ def test_copal_masks_change_between_steps(tmp_path, data_root):
     assert on_disk["status"] == "complete" and on_disk["summary"] == results["summary"]
 
 
+def test_mask_changes_once_per_pair_and_masks_leave_memory(tmp_path, data_root, monkeypatch):
+    """Mask changes are computed once per pair of adjacent states, whichever orders share the pair, and a
+    saved state's masks live in ``states/`` only: host memory does not grow with the number of states."""
+    import copal_exp.states as states
+    from copal_exp.checkpoint import StateStore
+
+    pairs = []
+    real = states.mask_change
+    monkeypatch.setattr(states, "mask_change", lambda a, b, sizes: pairs.append(1) or real(a, b, sizes))
+    exp = Experiment(validate(compose([*SMALL, f"data.root={data_root}", "method=wanda"])),
+                     *load_model(validate(compose(SMALL)).model), store=StateStore(tmp_path))
+    exp.store.initialise({})
+    results = exp.run()
+    # global init: one state per dataset, 3 datasets → 6 ordered adjacent pairs over the 6 orders' 12 pairs
+    assert len(pairs) == 6 and len(exp.cache.mask_changes) == 6
+    assert all(state.masks is None for state in exp.states.values())
+    assert all(c > 0 for perm in results["permutations"] for c in perm["mask_change"][1:])
+
+
 def test_global_init_masks_depend_only_on_current_dataset(data_root):
     exp, results = experiment(data_root, "method=wanda", "method.init=global", "run.planner=false")
     by_dataset = {}

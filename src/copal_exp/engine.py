@@ -27,6 +27,7 @@ from copal_exp.anatomy import (
 )
 from copal_exp.capture import capture_layer_inputs, run_layer
 from copal_exp.errors import NonFiniteError
+from copal_exp.masks import PackedMasks
 from copal_exp.methods.registry import Memory, PruningMethod
 from copal_exp.offload import Offloader, discard
 
@@ -67,10 +68,10 @@ def prune_model(
     memory: Memory | None = None,
     memory_store: Offloader | None = None,
     selection: Selection | None = None,
-) -> tuple[dict[str, torch.Tensor], Memory | None]:
+) -> tuple[PackedMasks, Memory | None]:
     """Prune every decoder-layer linear of ``model`` in place.
 
-    Returns the keep masks (CPU, bool) by name and, for a method that carries memory, its memory after
+    Returns the keep masks by name (bit-packed as they are made: :class:`PackedMasks`) and, for a method that carries memory, its memory after
     this step (``memory`` is the memory before it; its tensors are kept by ``memory_store``, default
     host memory). ``activations`` says where the calibration activations wait between layers;
     ``selection`` which linears are pruned (default: all of them).
@@ -79,7 +80,7 @@ def prune_model(
     activations = activations or Offloader("cpu")
     memory_store = memory_store or Offloader("cpu")
     selection = selection or Selection()
-    masks: dict[str, torch.Tensor] = {}
+    masks = PackedMasks()
     if not method.prunes:
         return masks, None
     previous = memory or Memory()
@@ -113,7 +114,7 @@ def prune_model(
                     carried.tensors[name] = memory_store.store(after, name)
             with timer("update"):
                 set_weight_matrix(lin, new_weight)
-                masks[name] = keep.cpu()
+                masks.add(name, keep)
         if inputs is not None and index + 1 < len(layers):
             with timer("propagation"):
                 hidden = inputs.hidden

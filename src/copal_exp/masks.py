@@ -7,6 +7,7 @@ Every function here is pure and works on plain tensors.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,12 +107,51 @@ def select_mask(score: torch.Tensor, pattern: Pattern, group: str = "layer") -> 
 
 def sparsity_of(mask: torch.Tensor) -> float:
     """Fraction of pruned (False) entries."""
-    return 1.0 - mask.sum().item() / mask.numel()
+    return 1.0 - int(torch.count_nonzero(mask)) / mask.numel()
+
+
+_BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
+
+
+def pack_mask(keep: torch.Tensor) -> np.ndarray:
+    """A keep mask bit-packed where it lies (8 entries per byte, ``np.packbits`` order), so only an
+    eighth of it crosses to the host."""
+    flat = keep.reshape(-1).to(torch.uint8)
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    weights = _BIT_WEIGHTS.to(flat.device)
+    return (flat.reshape(-1, 8) * weights).sum(dim=1, dtype=torch.uint8).cpu().numpy()
 
 
 def pack_masks(masks: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """Bit-pack keep masks (8 per byte) for storage between steps."""
-    return {name: np.packbits(m.cpu().numpy().reshape(-1)) for name, m in masks.items()}
+    return {name: pack_mask(m) for name, m in masks.items()}
+
+
+class PackedMasks(Mapping):
+    """The keep masks of one prune step, bit-packed as each is made (one bit per weight on the host,
+    never the whole model's boolean masks at once), with each mask's shape and kept count. Indexing
+    unpacks one mask."""
+
+    def __init__(self) -> None:
+        self.bits: dict[str, np.ndarray] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.kept: dict[str, int] = {}
+
+    def add(self, name: str, keep: torch.Tensor) -> None:
+        self.kept[name] = int(torch.count_nonzero(keep))
+        self.shapes[name] = tuple(keep.shape)
+        self.bits[name] = pack_mask(keep)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return unpack_mask(self.bits[name], self.shapes[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.bits)
+
+    def __len__(self) -> int:
+        return len(self.bits)
 
 
 def unpack_mask(packed: np.ndarray, shape) -> torch.Tensor:

@@ -68,7 +68,7 @@ def mask_change(previous: dict[str, np.ndarray], current: dict[str, np.ndarray],
 
     Masks are bit-packed (:func:`copal_exp.masks.pack_masks`); ``sizes`` gives each layer's weight count.
     """
-    changed = sum(int(np.unpackbits(np.bitwise_xor(previous[n], current[n])).sum()) for n in current)
+    changed = sum(int(np.bitwise_count(np.bitwise_xor(previous[n], current[n])).sum(dtype=np.int64)) for n in current)
     total = sum(sizes[n] for n in current)
     return changed / total if total else 0.0
 
@@ -79,11 +79,17 @@ def weight_stasis(changes: Sequence[float | None]) -> bool:
     return bool(later) and all(c == 0 for c in later)
 
 
-def sparsity_report(masks: dict[str, torch.Tensor]) -> dict[str, object]:
-    """Achieved sparsity of every pruned layer and of all pruned layers together."""
-    layers = {name: 1.0 - int(m.sum()) / m.numel() for name, m in masks.items()}
-    total = sum(m.numel() for m in masks.values())
-    pruned = sum(m.numel() - int(m.sum()) for m in masks.values())
+def sparsity_report(masks) -> dict[str, object]:
+    """Achieved sparsity of every pruned layer and of all pruned layers together, from boolean keep masks
+    by name or from :class:`~copal_exp.masks.PackedMasks` (their kept counts: nothing is unpacked)."""
+    if hasattr(masks, "kept"):
+        kept, sizes = masks.kept, {n: math.prod(shape) for n, shape in masks.shapes.items()}
+    else:
+        kept = {n: int(torch.count_nonzero(m)) for n, m in masks.items()}
+        sizes = {n: m.numel() for n, m in masks.items()}
+    layers = {name: 1.0 - kept[name] / sizes[name] for name in kept}
+    total = sum(sizes.values())
+    pruned = total - sum(kept.values())
     return {"overall": pruned / total if total else 0.0, "layers": layers}
 
 

@@ -23,9 +23,8 @@ from copal_exp.data import DatasetSplits
 from copal_exp.engine import PhaseTimer, prune_model
 from copal_exp.evaluator import Evaluator
 from copal_exp.inputs import load_job_data, offload_folder, resolve_device
-from copal_exp.masks import pack_masks
 from copal_exp.methods import Memory, build_method
-from copal_exp.metrics import mask_change, sparsity_report
+from copal_exp.metrics import sparsity_report
 from copal_exp.offload import Offloader
 from copal_exp.plan import Plan, make_plan
 from copal_exp.states import ModelState, StateCache
@@ -131,7 +130,7 @@ class Experiment:
                                             memory_store, self.selection)
                 ppl = evaluator.round(label)
                 seconds = {p: round(v - started.get(p, 0.0), 3) for p, v in self.timer.seconds.items()}
-                state = ModelState(key, ppl, pack_masks(masks), sparsity_report(masks), seconds)
+                state = ModelState(key, ppl, masks.bits, sparsity_report(masks), seconds)
                 keep = bool(self.cache.children_left.get(key)) or (self.keep_final_state and t == len(order) - 1)
                 self.cache.add(state, keep_weights=sequential, memory=memory, keep_carry=keep)
                 self.cache.child_done(parent)
@@ -159,9 +158,7 @@ class Experiment:
         for order, keys in zip(s.orders, self.plan.keys):
             # every order has its place (stable indices); an order still to run has the rows computed so far
             rows = [self.states[key] for key in itertools.takewhile(lambda key: key in self.states, keys)]
-            changes: list[float | None] = [None] + [
-                mask_change(prev.masks, cur.masks, self.cache.sizes) if cur.masks else 0.0
-                for prev, cur in zip(rows, rows[1:])]
+            changes: list[float | None] = [None] + [self.cache.mask_change(prev, cur) for prev, cur in zip(rows, rows[1:])]
             perms.append(permutation(order, s.datasets, [r.ppl for r in rows], changes,
                                      [r.sparsity["overall"] for r in rows], [r.seconds for r in rows], prunes,
                                      complete=len(rows) == len(keys)))

@@ -16,18 +16,20 @@ import torch
 
 from copal_exp.checkpoint import StateStore
 from copal_exp.methods import Memory
+from copal_exp.metrics import mask_change
 from copal_exp.offload import discard, file_handles
 from copal_exp.plan import Plan
 
 
 @dataclass
 class ModelState:
-    """One distinct model state: evaluations, bit-packed keep masks, achieved sparsity, seconds per phase,
-    and — while a child step still needs them — its pruned weights and its method's memory."""
+    """One distinct model state: evaluations, bit-packed keep masks (``None`` once saved in ``states/``:
+    read back when a mask change needs them), achieved sparsity, seconds per phase, and — while a child
+    step still needs them — its pruned weights and its method's memory."""
 
     key: tuple
     ppl: dict[str, float]
-    masks: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray] | None
     sparsity: dict[str, Any]
     seconds: dict[str, float]
     weights: dict[str, torch.Tensor] | None = None
@@ -49,7 +51,8 @@ def discard_memory(memory: Memory | None) -> None:
 
 
 def _restore(record: dict[str, Any], carry: dict[str, Any] | None) -> ModelState:
-    state = ModelState(tuple(record["key"]), record["ppl"], record["masks"], record["sparsity"], record["seconds"])
+    # the masks stay in states/ (read back per pair of states that needs a mask change)
+    state = ModelState(tuple(record["key"]), record["ppl"], None, record["sparsity"], record["seconds"])
     if carry is not None:
         state.weights = carry["weights"]
         state.memory = Memory(**carry["memory"]) if carry.get("memory") is not None else None
@@ -64,6 +67,7 @@ class StateCache:
         self.store = store
         self.states: dict[tuple, ModelState] = {}
         self.children_left: dict[tuple, int] = {}
+        self.mask_changes: dict[tuple[tuple, tuple], float] = {}
 
     def resume(self, plan: Plan) -> int:
         """Restore the states the job directory holds (verified); returns how many belong to ``plan``."""
@@ -88,6 +92,18 @@ class StateCache:
         self.states[state.key] = state
         if self.store:
             self.store.save(state)
+            state.masks = None  # on disk now: host memory does not grow with the number of states
+
+    def masks_of(self, state: ModelState) -> dict[str, np.ndarray]:
+        return state.masks if state.masks is not None else self.store.load_record(state.key)["masks"]
+
+    def mask_change(self, previous: ModelState, current: ModelState) -> float:
+        """Fraction of mask entries that differ between two states, computed once per pair."""
+        pair = (previous.key, current.key)
+        if pair not in self.mask_changes:
+            before, after = self.masks_of(previous), self.masks_of(current)
+            self.mask_changes[pair] = mask_change(before, after, self.sizes) if after else 0.0
+        return self.mask_changes[pair]
 
     def child_done(self, parent: ModelState | None) -> None:
         """One more child of ``parent`` has run; release its carry after the last."""
