@@ -27,6 +27,9 @@ def test_a_job_writes_exactly_the_schema(job):
     for perm in record["permutations"]:
         assert set(perm) == {f.name for f in dataclasses.fields(Permutation)}
     assert load_results(job) == record
+    # the memory plan made before the model loaded, beside the peak the process reached
+    assert record["memory_plan"]["host_bytes"] > 0 and record["peak_rss_bytes"] > 0
+    assert {n["where"] for n in record["memory_plan"]["needs"]} <= {"host", "gpu", "disk"}
 
 
 def test_unknown_keys_and_statuses_are_refused_on_write(tmp_path):

@@ -35,6 +35,7 @@ from copal_exp.jobdir import (
     remove_temporary_files,
     write_hydra_files,
 )
+from copal_exp.memory_plan import peak_rss_bytes, plan_for_job
 from copal_exp.methods import method_class
 from copal_exp.results import library_versions, write_results
 from copal_exp.tracking import make_logger
@@ -108,6 +109,7 @@ def _run(settings, out_dir: Path, store: StateStore, hydra_cfg=None) -> dict:
     tracker = make_logger(settings.resolved.get("logger"), settings.resolved, out_dir, swept)
 
     def save(results):
+        extra["peak_rss_bytes"] = peak_rss_bytes()
         write_results({**results, **extra}, out_dir)  # local files first
         tracker.update(results)
 
@@ -115,7 +117,10 @@ def _run(settings, out_dir: Path, store: StateStore, hydra_cfg=None) -> dict:
     try:
         tokenizer = load_tokenizer(settings.model)
         data, data_root = load_job_data(settings, tokenizer)  # data problems surface before the model loads
-        model, tokenizer = load_model(settings.model, resolve_device(settings.run["device"]))
+        device = resolve_device(settings.run["device"])
+        windows = max(split.evaluation.shape[0] for split in data.values())
+        extra["memory_plan"] = plan_for_job(settings, device, windows, out_dir).record()  # refuses what cannot fit
+        model, tokenizer = load_model(settings.model, device)
         check_model(settings, model)  # shapes and context, before any calibration
         state_cfg = settings.resolved.get("state") or {}
         method = method_class(settings.method)
@@ -150,6 +155,7 @@ def _run(settings, out_dir: Path, store: StateStore, hydra_cfg=None) -> dict:
             log.error("could not record the job's status in %s: %s", out_dir, write_error)
         tracker.finish(partial, failed=True)
         raise
+    extra["peak_rss_bytes"] = peak_rss_bytes()
     write_results({**results, **extra}, out_dir)
     tracker.finish(results)
     log.info("results written to %s", out_dir / "results.json")

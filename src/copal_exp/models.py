@@ -28,11 +28,24 @@ def _dtype(name: str, device: str = "cpu") -> torch.dtype:
     return DTYPES[name]
 
 
-def build_tiny_llama(cfg: dict[str, Any]):
-    """A randomly initialised LlamaForCausalLM built from a config (no files), with a byte tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+def torch_dtype(cfg: dict[str, Any], device: str = "cpu") -> torch.dtype:
+    """The dtype the ``model`` config entry loads in on ``device``."""
+    return _dtype(cfg.get("dtype", "float32"), device)
 
-    config = LlamaConfig(
+
+def model_config(cfg: dict[str, Any]):
+    """The transformers config of a ``model`` entry, without its weights (for the memory plan)."""
+    if cfg["source"] == "tiny":
+        return tiny_llama_config(cfg)
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(resolve_path(cfg), revision=cfg.get("revision"))
+
+
+def tiny_llama_config(cfg: dict[str, Any]):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
         vocab_size=ByteTokenizer.vocab_size,
         hidden_size=int(cfg.get("hidden_size", 64)),
         intermediate_size=int(cfg.get("intermediate_size", 128)),
@@ -42,6 +55,13 @@ def build_tiny_llama(cfg: dict[str, Any]):
         max_position_embeddings=int(cfg.get("context", 512)),
         tie_word_embeddings=True,
     )
+
+
+def build_tiny_llama(cfg: dict[str, Any]):
+    """A randomly initialised LlamaForCausalLM built from a config (no files), with a byte tokenizer."""
+    from transformers import LlamaForCausalLM
+
+    config = tiny_llama_config(cfg)
     torch.manual_seed(int(cfg.get("init_seed", 0)))
     model = LlamaForCausalLM(config).to(_dtype(cfg.get("dtype", "float32")))
     return model.eval(), ByteTokenizer()

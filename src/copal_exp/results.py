@@ -48,6 +48,8 @@ class JobResults:
     resumed_states: int = 0  # states read back from states/ instead of computed
     continual: dict = field(default_factory=dict)  # state.load / state.export: from where, datasets seen
     versions: dict = field(default_factory=dict)  # python and library versions
+    memory_plan: dict = field(default_factory=dict)  # host/GPU/disk bytes planned before the model loaded
+    peak_rss_bytes: int | None = None  # the job process's measured peak resident memory
     started: str | None = None  # when this process started the job (ISO 8601, local time)
     error: str | None = None  # why the job failed or was interrupted
 

@@ -27,7 +27,7 @@ from copal_exp.methods import Memory, build_method
 from copal_exp.metrics import sparsity_report
 from copal_exp.offload import Offloader
 from copal_exp.plan import Plan, make_plan
-from copal_exp.states import ModelState, StateCache
+from copal_exp.states import ModelState, StateCache, return_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,8 @@ class Experiment:
                 keep = bool(self.cache.children_left.get(key)) or (self.keep_final_state and t == len(order) - 1)
                 self.cache.add(state, keep_weights=sequential, memory=memory, keep_carry=keep)
                 self.cache.child_done(parent)
+                masks = memory = memory_before = parent = None  # what is not carried is freed now, not next step
+                return_freed_memory()
                 log.info("%s: %s sparsity %.4f, ppl %s", label, s.method, state.sparsity["overall"],
                          {d: round(v, 3) for d, v in ppl.items()})
                 bar.update(1)

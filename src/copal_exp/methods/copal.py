@@ -74,6 +74,18 @@ class Copal(PruningMethod):
     def label(cls, options, init):
         return f"{cls.name} ({options.get('granularity')}, {options.get('group')})"
 
+    @classmethod
+    def statistics_bytes(cls, d_out, d_in):
+        return 4 * d_out * d_in  # this step's float32 G
+
+    @classmethod
+    def working_bytes(cls, d_out, d_in):
+        return 4 * d_out * d_in * 2 + 12 * d_out * d_in  # G before + after, the float32 score and its sort
+
+    @classmethod
+    def memory_bytes(cls, d_out, d_in):
+        return 4 * d_out * d_in  # the accumulated float32 G, carried to later steps
+
     def new_statistics(self, weight):
         return torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
 

@@ -97,6 +97,22 @@ class PruningMethod:
         """How tables name this method with these options and init."""
         return f"{cls.name} ({init})" if len(cls.inits) > 1 else cls.name
 
+    # Bytes per linear layer of ``d_out × d_in`` weights, for the memory plan (``copal_exp.memory_plan``):
+    # what ``new_statistics``/``accumulate`` hold for every linear of one decoder layer, what ``prune``
+    # allocates at once for one linear (default: a float32 score and a sort's int64 indices per weight),
+    # and the memory carried to later steps.
+    @classmethod
+    def statistics_bytes(cls, d_out: int, d_in: int) -> int:
+        return 0
+
+    @classmethod
+    def working_bytes(cls, d_out: int, d_in: int) -> int:
+        return 12 * d_out * d_in if cls.prunes else 0
+
+    @classmethod
+    def memory_bytes(cls, d_out: int, d_in: int) -> int:
+        return 0
+
     def new_statistics(self, weight: torch.Tensor) -> Any:
         """Empty per-step statistics for a linear layer with this weight."""
         return None

@@ -129,6 +129,16 @@ class SparseGPT(PruningMethod):
             self.blocksize = integer(self.blocksize, "method.blocksize", minimum=1)
             self.percdamp = number(self.percdamp, "method.percdamp", positive=True)
 
+    @classmethod
+    def statistics_bytes(cls, d_out, d_in):
+        return 4 * d_in * d_in  # the float32 Hessian
+
+    @classmethod
+    def working_bytes(cls, d_out, d_in):
+        # a damped copy of H, its inverse Cholesky factor and one more d_in² while factorising; Wᵀ, W and
+        # the block errors in float32; the pruned mask
+        return 3 * 4 * d_in * d_in + 3 * 4 * d_out * d_in + d_out * d_in
+
     def new_statistics(self, weight):
         d_in = weight.shape[1]
         return {"hessian": torch.zeros(d_in, d_in, dtype=torch.float32, device=weight.device), "segments": 0}

@@ -19,6 +19,10 @@ def wanda_score(weight: torch.Tensor, sq_norms: torch.Tensor) -> torch.Tensor:
 
 @register("wanda")
 class Wanda(PruningMethod):
+    @classmethod
+    def statistics_bytes(cls, d_out, d_in):
+        return 4 * d_in  # float32 squared input norms
+
     def new_statistics(self, weight):
         return torch.zeros(weight.shape[1], dtype=torch.float32, device=weight.device)
 

@@ -1,0 +1,97 @@
+"""The memory plan: its arithmetic on LLaMA-7B…65B shapes (meta device, no weights), its schedule of
+carried states, and a job refused before its model loads when the plan cannot fit."""
+
+import math
+
+import pytest
+import torch
+from conftest import TINY, compose
+
+from copal_exp.config import validate
+from copal_exp.errors import ConfigError
+from copal_exp.memory_plan import meta_model, peak_carries, plan_memory
+from copal_exp.plan import make_plan
+
+GIB = 1024**3
+# hidden, MLP, layers, heads (LLaMA-1 paper table 2)
+LLAMA = {"llama_7b": (4096, 11008, 32, 32), "llama_13b": (5120, 13824, 40, 40),
+         "llama_30b": (6656, 17920, 60, 52), "llama_65b": (8192, 22016, 80, 64)}
+
+
+def llama(name):
+    from transformers import LlamaConfig
+
+    h, i, layers, heads = LLAMA[name]
+    return meta_model(LlamaConfig(vocab_size=32000, hidden_size=h, intermediate_size=i, num_hidden_layers=layers,
+                                  num_attention_heads=heads, num_key_value_heads=heads, tie_word_embeddings=False))
+
+
+def needs(plan, where):
+    return {n.what: n.bytes for n in plan.needs if n.where == where}
+
+
+@pytest.mark.parametrize("name", list(LLAMA))
+def test_plan_arithmetic_on_llama_shapes(name):
+    h, i, layers, _ = LLAMA[name]
+    prunable = layers * (4 * h * h + 3 * h * i)  # q, k, v, o and gate, up, down of every layer
+    params = prunable + layers * 2 * h + 2 * 32000 * h + h  # + norms, embeddings, LM head, final norm
+    settings = validate(compose([f"model={name}", "method=copal"]))  # 3 datasets, all 6 orders, 16 × 2048
+    plan = plan_memory(llama(name), settings, torch.float16, "cuda")
+    host, gpu, disk = needs(plan, "host"), needs(plan, "gpu"), needs(plan, "disk")
+    assert host["model weights"] == 2 * params
+    assert host["dense copy of the pruned weights"] == 2 * prunable
+    assert host["copal memory of 3 carried state(s)"] == 3 * 4 * prunable  # fp32 G: a step and its 2 ancestors
+    assert host["calibration activations (in and out of a layer)"] == 2 * 16 * 2048 * h * 2
+    assert host["bit-packed masks (this step, and two states for a mask change)"] == 3 * math.ceil(prunable / 8)
+    assert disk["bit-packed masks of every state (states/)"] == 15 * math.ceil(prunable / 8)  # 3 + 6 + 6 prefixes
+    assert gpu["the decoder layer being pruned"] == 2 * (4 * h * h + 3 * h * i + 2 * h)
+    assert gpu["statistics of one decoder layer"] == 4 * (4 * h * h + 3 * h * i)  # this step's G, fp32
+    assert gpu["evaluation logits (1 window(s) per pass)"] == 3 * 2048 * 32000 * 4
+    if name == "llama_65b":  # its model config evaluates layer by layer: never the whole model on the GPU
+        assert settings.eval["layerwise"] and "the whole model during evaluation" not in gpu
+    else:
+        assert gpu["the whole model during evaluation"] == 2 * params
+    assert plan.total("host") == sum(host.values())
+    if name == "llama_7b":  # the README's figures for 7B
+        assert round(prunable / 1e9, 1) == 6.5 and round(2 * params / 1e9, 1) == 13.5
+
+
+def test_a_plan_that_cannot_fit_names_the_setting():
+    settings = validate(compose(["model=llama_65b", "method=wanda", "eval.layerwise=false"]))
+    plan = plan_memory(llama("llama_65b"), settings, torch.float16, "cuda")
+    with pytest.raises(ConfigError, match=r"GiB of gpu memory.*eval.layerwise=true"):
+        plan.check(1024 * GIB, 80 * GIB, 10**15)
+    layerwise = plan_memory(llama("llama_65b"), validate(compose(["model=llama_65b", "method=wanda"])),
+                            torch.float16, "cuda")
+    layerwise.check(1024 * GIB, 80 * GIB, 10**15)  # its model config makes it fit on one 80 GB GPU
+    copal = plan_memory(llama("llama_13b"), validate(compose(["model=llama_13b", "method=copal"])), torch.float16,
+                        "cuda")
+    assert copal.total("host") > 128 * GIB  # G of 3 live states on the host
+    with pytest.raises(ConfigError, match=r"GiB of host memory.*run.offload.memory=disk"):
+        copal.check(128 * GIB, 80 * GIB, 10**15)
+    on_disk = plan_memory(llama("llama_13b"), validate(compose(["model=llama_13b", "method=copal",
+                                                                "run.offload.memory=disk"])), torch.float16, "cuda")
+    on_disk.check(128 * GIB, 80 * GIB, 10**15)
+    with pytest.raises(ConfigError, match="GiB of disk"):
+        on_disk.check(128 * GIB, 80 * GIB, 100 * GIB)
+
+
+def test_peak_carried_states_by_hand():
+    orders = [("a", "b", "c"), ("a", "c", "b"), ("b", "a", "c"), ("b", "c", "a"), ("c", "a", "b"), ("c", "b", "a")]
+    # with the planner, (a) has children (a,b) and (a,c): while (a,b,c) is built, (a) and (a,b) are alive
+    assert peak_carries(make_plan(orders, carries_state=True)) == 3
+    # without it, every order is its own chain: a parent is released as soon as its only child is built
+    assert peak_carries(make_plan(orders, carries_state=True, planner=False)) == 2
+    assert peak_carries(make_plan(orders, carries_state=False)) == 1
+    assert peak_carries(make_plan([("a", "b", "c", "d")], carries_state=True)) == 2
+
+
+def test_a_job_that_cannot_fit_is_refused_before_its_model_loads(tmp_path, data_root, monkeypatch):
+    import copal_exp.memory_plan as memory_plan
+    import copal_exp.models as models
+    from copal_exp.__main__ import run_job
+
+    monkeypatch.setattr(memory_plan, "machine_limits", lambda device, folder: (64 * 1024**2, None, 10**12))
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises(ConfigError, match="memory plan: this job needs .* GiB of host memory, this machine has 0.1 GiB"):
+        run_job(compose([*TINY, f"data.root={data_root}", "method=wanda"]), tmp_path / "job")
