@@ -37,6 +37,10 @@ test-fast: setup ## Run the tests except the end-to-end ones on real models (mar
 test-unit: setup ## Run the in-process tests only (no SmolLM2, no subprocesses): about a minute
 	$(PY) -m pytest -q -m "not slow and not subprocess"
 
+test-slurm: setup ## Start the local single-node SLURM cluster (scripts/slurm_local.sh) and run the SLURM tests
+	scripts/slurm_local.sh start
+	$(PY) -m pytest -q -m slurm
+
 demo: setup ## Run the main job on the embedded default: SmolLM2, all orders, COPAL vs Wanda vs SparseGPT
 	$(PY) -m copal_exp -m experiment=demo model=$(MODEL) method=copal,wanda,sparsegpt hydra.sweep.dir=multirun/demo $(ARGS)
 	$(PY) -m copal_exp.report multirun/demo
@@ -78,6 +82,18 @@ bench: setup ## Benchmarks on SmolLM2 (per-phase times, floors, COPAL/Wanda, pla
 
 bench-7b: setup ## One prune step per method and evaluation on a random LLaMA-7B-shaped model (a GPU): bench/results/
 	$(PY) bench/bench_7b_shape.py $(ARGS)
+
+bench-peer: setup .venv-llmc/bin/llmcompressor-stamp ## copal_exp vs llm-compressor (Wanda, SparseGPT; 50 %, 2:4; median of 3) on SmolLM2
+	$(PY) bench/bench_peer.py $(ARGS)
+
+.venv-llmc/bin/llmcompressor-stamp:  # llm-compressor in its own virtualenv, with the same torch pin
+	python3 -m venv .venv-llmc
+	.venv-llmc/bin/pip install -q torch==2.13.0
+	.venv-llmc/bin/pip install -q llmcompressor==0.14.0.1 torch==2.13.0
+	touch $@
+
+bench-memory: setup ## The memory plan against measured peak RSS: SmolLM2 jobs and a LLaMA-7B-shaped layer (CPU)
+	$(PY) bench/bench_memory_plan.py $(ARGS)
 
 clean: ## Remove outputs/, multirun/ and caches of this checkout (keeps .venv and the model cache)
 	rm -rf outputs multirun sweeps .pytest_cache

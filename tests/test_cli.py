@@ -10,8 +10,8 @@ import time
 import pytest
 from conftest import compose
 
-from copal_exp.__main__ import normalise_argv
 from copal_exp.config import ConfigError, validate
+from copal_exp.launchers import normalise_argv
 
 
 def test_config_groups_compose():

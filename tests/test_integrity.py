@@ -115,6 +115,7 @@ def saved_store(tmp_path) -> StateStore:
     step = ModelState(("ptb",), {"ptb": 31.25}, {"l": torch.ones(3, dtype=torch.uint8).numpy()},
                       {"overall": 0.5}, {"masks": 1.0}, weights=None, memory=Memory({"l": g}, steps=1))
     store.save(step)
+    store.flush()  # states are written in the background
     return store
 
 

@@ -10,12 +10,11 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import hydra
+import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
@@ -35,40 +34,14 @@ from copal_exp.jobdir import (
     remove_temporary_files,
     write_hydra_files,
 )
+from copal_exp.launchers import normalise_argv, sigterm_interrupts, torch_threads
 from copal_exp.memory_plan import peak_rss_bytes, plan_for_job
 from copal_exp.methods import method_class
 from copal_exp.results import library_versions, write_results
 from copal_exp.tracking import make_logger
 
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")
-MULTIRUN_FLAGS = ("-m", "--multirun")
-
 log = logging.getLogger("copal_exp")
-
-
-def normalise_argv(argv: list[str]) -> list[str]:
-    """Move ``-m``/``--multirun`` in front of the overrides, wherever the user typed them."""
-    flags = [a for a in argv if a in MULTIRUN_FLAGS]
-    rest = [a for a in argv if a not in MULTIRUN_FLAGS]
-    return flags[:1] + rest
-
-
-@contextmanager
-def sigterm_interrupts():
-    """Within the block SIGTERM (SLURM, ``kill``, container runtimes) raises :class:`JobInterrupted`, as
-    Ctrl-C raises ``KeyboardInterrupt``: the job stops between two statements and keeps what it computed."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise JobInterrupted(signum)
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run_job(cfg: DictConfig, out_dir: str | Path, hydra_cfg: DictConfig | None = None) -> dict:
@@ -79,7 +52,8 @@ def run_job(cfg: DictConfig, out_dir: str | Path, hydra_cfg: DictConfig | None =
     settings = validate(cfg)  # fails before any model is loaded
     check_context(settings, context_before_load(settings.model))
     out_dir = Path(out_dir)
-    with JobLock(out_dir), sigterm_interrupts():
+    launcher = dict(hydra_cfg.launcher) if hydra_cfg is not None and "launcher" in hydra_cfg else None
+    with JobLock(out_dir), sigterm_interrupts(), torch_threads(settings.run.get("threads"), launcher):
         store = StateStore(out_dir)
         check_configuration(out_dir, settings.resolved, store.config)  # refuses before anything is written
         if hydra_cfg is not None and completed_results(out_dir) is None:
@@ -103,7 +77,8 @@ def _run(settings, out_dir: Path, store: StateStore, hydra_cfg=None) -> dict:
     from copal_exp.models import load_model, load_tokenizer
     from copal_exp.runner import Experiment
 
-    extra = {"versions": library_versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    extra = {"versions": library_versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+             "threads": torch.get_num_threads()}
     earlier = read_results(out_dir) or {}  # an earlier attempt's partial record: kept if this one fails early
     swept = list(hydra_cfg.overrides.task) if hydra_cfg is not None else []
     tracker = make_logger(settings.resolved.get("logger"), settings.resolved, out_dir, swept)
@@ -145,11 +120,15 @@ def _run(settings, out_dir: Path, store: StateStore, hydra_cfg=None) -> dict:
         if continual:
             results["continual"] = continual
     except BaseException as exc:  # keep everything computed so far, marked as failed or interrupted
-        interrupted = isinstance(exc, KeyboardInterrupt)
+        # SystemExit: submitit's handler of the cluster's preemption/time-limit signal, after requeueing the job
+        interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
         partial = {**earlier, **(experiment.results if experiment else {}),
                    "status": "interrupted" if interrupted else "failed",
-                   "error": str(exc) if isinstance(exc, JobInterrupted) else f"{type(exc).__name__}: {exc}"}
+                   "error": str(exc) if isinstance(exc, JobInterrupted) else
+                   "preempted or timed out: requeued by the cluster" if isinstance(exc, SystemExit) else
+                   f"{type(exc).__name__}: {exc}"}
         try:
+            store.flush()  # states already computed reach the disk (and the index) before the lock is released
             write_results({**partial, **extra}, out_dir)
         except Exception as write_error:  # noqa: BLE001 - e.g. the disk is full: report the original error
             log.error("could not record the job's status in %s: %s", out_dir, write_error)
@@ -186,8 +165,11 @@ def hydra_entry(cfg: DictConfig) -> None:
         sys.exit(2)
     except KeyboardInterrupt as exc:
         name = exc.signal_name if isinstance(exc, JobInterrupted) else "SIGINT"
-        print(f"Interrupted by {name}: everything computed so far is kept in {out_dir} (status 'interrupted'); "
-              "re-run the same command to resume", file=sys.stderr)
+        message = (f"Interrupted by {name}: everything computed so far is kept in {out_dir} (status 'interrupted'); "
+                   "re-run the same command to resume")
+        if os.environ.get("SUBMITIT_FOLDER"):  # a submitit job: an error the waiting sweep receives and reports
+            raise RuntimeError(message) from None
+        print(message, file=sys.stderr)
         sys.exit(128 + (exc.signum if isinstance(exc, JobInterrupted) else signal.SIGINT))
 
 

@@ -6,6 +6,12 @@ achieved sparsity, timings). A state that later steps start from also saves what
 accumulated G; with ``run.offload.memory=disk`` the files it refers to stay in the offload folder), removed once
 every child has run. The dense perplexities are ``states/dense.pt``.
 
+States are written in the background (one writer thread, in order): the next step computes while a
+carried state's weights or memory (COPAL's G: 4 bytes per pruned weight) go to disk; a state enters
+the index only once its files are complete, so a job killed mid-write recomputes that state. Reading
+a state back, and the end of the job, wait for pending writes; a failed write (e.g. a full disk) is
+raised in the job at its next save or wait. ``written`` counts files, bytes and writer seconds.
+
 ``states/index.json`` is the commit record: the configuration (for resume checks) and the size and
 SHA-256 of every file above, the offload files a carry refers to included. A file is part of the
 job only once the index names it, so a process killed between writing a file and the index leaves
@@ -17,6 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +69,10 @@ class StateStore:
         self.dir = Path(job_dir) / STATE_DIR
         self.index_path = self.dir / INDEX
         self.index: dict[str, Any] | None = None
+        self.written = {"files": 0, "bytes": 0, "writer_seconds": 0.0, "waited_seconds": 0.0}
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+        self._lock = threading.Lock()
         if self.index_path.is_file():
             self.index = read_json(self.index_path, _recover(self.index_path))
             if self.index.get("format") != FORMAT:
@@ -82,14 +95,40 @@ class StateStore:
             self.index = {"format": FORMAT, "config": resolved, "files": {}}
             self._commit()
 
-    def _commit(self) -> None:
-        write_json(self.index_path, self.index)
+    def _commit(self, new: dict[str, Any] | None = None, drop: str | None = None) -> None:
+        with self._lock:
+            self.index["files"].update(new or {})
+            if drop is not None:
+                self.index["files"].pop(drop, None)
+            write_json(self.index_path, self.index)
 
     def _save(self, obj: Any, name: str, offload: list[str] | None = None) -> dict[str, Any]:
         entry = save_torch(obj, self.dir / name)
         if offload:
             entry["offload"] = {p: {"sha256": sha256_file(p), "bytes": Path(p).stat().st_size} for p in offload}
+        self.written["files"] += 1
+        self.written["bytes"] += entry["bytes"]
         return entry
+
+    # -- the background writer ---------------------------------------------------------------------
+    def _submit(self, fn, *args) -> None:
+        self._raise_failed()
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="states-writer")
+        self._pending.append(self._writer.submit(fn, *args))
+
+    def _raise_failed(self) -> None:
+        for future in [f for f in self._pending if f.done()]:
+            self._pending.remove(future)
+            future.result()  # raises the writer's error in the job
+
+    def flush(self) -> None:
+        """Wait until every state submitted so far is on disk and in the index."""
+        start = time.perf_counter()
+        pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
+        self.written["waited_seconds"] += time.perf_counter() - start
 
     def _load(self, name: str) -> Any:
         path = self.dir / name
@@ -100,39 +139,54 @@ class StateStore:
 
     # -- dense -----------------------------------------------------------------------------------
     def save_dense(self, ppl: dict[str, float]) -> None:
-        self.index["files"][DENSE] = self._save({"dense_ppl": ppl}, DENSE)
-        self._commit()
+        self.flush()
+        self._commit({DENSE: self._save({"dense_ppl": ppl}, DENSE)})
 
     def load_dense(self) -> dict[str, float] | None:
+        self.flush()
         return self._load(DENSE)["dense_ppl"] if DENSE in self.index["files"] else None
 
     # -- states ----------------------------------------------------------------------------------
     def save(self, step) -> None:
-        """Save a completed state with its carry (if any); the index names both only once both are written."""
+        """Queue a completed state with its carry (if any) for writing; the index names both only once both
+        are written."""
         sid = state_id(step.key)
-        files = self.index["files"]
+        carry = None
         if step.weights is not None or step.memory is not None:
             memory = None if step.memory is None else {"tensors": step.memory.tensors, "steps": step.memory.steps}
-            files[f"{sid}.carry.pt"] = self._save({"weights": step.weights, "memory": memory}, f"{sid}.carry.pt",
-                                                  file_handles((memory or {}).get("tensors", {}).values()))
+            carry = {"weights": step.weights, "memory": memory}
         record = {"key": step.key, "ppl": step.ppl, "masks": step.masks, "sparsity": step.sparsity,
                   "seconds": step.seconds}
-        files[f"{sid}.pt"] = self._save(record, f"{sid}.pt")
-        self._commit()
+        self._submit(self._write_state, sid, record, carry)
+
+    def _write_state(self, sid: str, record: dict[str, Any], carry: dict[str, Any] | None) -> None:
+        start = time.perf_counter()
+        new = {}
+        if carry is not None:
+            offload = file_handles(((carry["memory"] or {}).get("tensors") or {}).values())
+            new[f"{sid}.carry.pt"] = self._save(carry, f"{sid}.carry.pt", offload)
+        new[f"{sid}.pt"] = self._save(record, f"{sid}.pt")
+        self._commit(new)
+        self.written["writer_seconds"] += time.perf_counter() - start
 
     def load_record(self, key: tuple) -> dict[str, Any] | None:
         """The verified record of one state (evaluations, masks, sparsity), or ``None`` if it was not saved."""
+        self.flush()
         name = f"{state_id(key)}.pt"
         return self._load(name) if self.index is not None and name in self.index["files"] else None
 
     def drop_carry(self, key: tuple) -> None:
-        name = f"{state_id(key)}.carry.pt"
-        if self.index["files"].pop(name, None) is not None:
-            self._commit()
+        """Forget a carry no step needs any more (after its pending write, in order)."""
+        self._submit(self._drop_carry, f"{state_id(key)}.carry.pt")
+
+    def _drop_carry(self, name: str) -> None:
+        if name in self.index["files"]:
+            self._commit(drop=name)
         (self.dir / name).unlink(missing_ok=True)
 
     def load_all(self, make_step) -> dict[tuple, Any]:
         """Every saved state, verified and rebuilt with ``make_step(record, carry)``."""
+        self.flush()
         steps = {}
         files = self.index["files"] if self.index else {}
         for name in sorted(files):

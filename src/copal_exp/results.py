@@ -46,11 +46,14 @@ class JobResults:
     timings: dict = field(default_factory=dict)  # this process's wall seconds per phase, and total
     step_seconds_total: dict = field(default_factory=dict)  # per-phase seconds summed over every state
     resumed_states: int = 0  # states read back from states/ instead of computed
+    checkpoints: dict = field(default_factory=dict)  # states/ written by this process: files, bytes, writer seconds
+    # (in the background) and seconds the job waited for them
     continual: dict = field(default_factory=dict)  # state.load / state.export: from where, datasets seen
     versions: dict = field(default_factory=dict)  # python and library versions
     memory_plan: dict = field(default_factory=dict)  # host/GPU/disk bytes planned before the model loaded
     peak_rss_bytes: int | None = None  # the job process's measured peak resident memory
     started: str | None = None  # when this process started the job (ISO 8601, local time)
+    threads: int | None = None  # torch threads the job ran with (run.threads, SLURM's CPUs, cores / joblib jobs)
     error: str | None = None  # why the job failed or was interrupted
 
     @classmethod

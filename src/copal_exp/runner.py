@@ -90,6 +90,9 @@ class Experiment:
         else:
             self.plan = Plan([[()] * len(order) for order in s.orders], {})
             self.cache.states[()] = ModelState((), dense_ppl, {}, {"overall": 0.0, "layers": {}}, {})
+        if self.store:
+            self.store.flush()  # every state on disk before the job calls itself complete
+            self.results["checkpoints"] = {k: round(v, 3) for k, v in self.store.written.items()}
         self.results.update(self.assemble())
         self.results["plan"] = self.plan_info()
         # `timings` is this process's wall time per phase; a resumed job's earlier work is in the restored

@@ -76,6 +76,8 @@ class RunConfig:
     offload: OffloadConfig = field(default_factory=OffloadConfig)
     dense_cache: bool = key(True, "reuse dense perplexities across jobs ($COPAL_CACHE_DIR/dense)")
     progress: bool = key(True, "tqdm bars: permutation, step, layer")
+    threads: Optional[int] = key(None, "torch threads of this job; null = the CPUs SLURM allocated to it, the cores "
+                                       "divided by the joblib jobs running at once, else every core", minimum=1)
 
 
 @dataclass

@@ -1,0 +1,94 @@
+"""How jobs run under launchers: the command line's launcher defaults, each job's torch thread count
+(many jobs side by side without oversubscribing cores), and SIGTERM as an interruption.
+
+Several torch processes each using every core run many times slower than one, so a job sets its
+intra-op threads from what it was given: ``run.threads`` when set; under SLURM the CPUs allocated to
+it (``SLURM_CPUS_PER_TASK``, else ``SLURM_CPUS_ON_NODE``); under the joblib launcher the cores divided
+by the jobs that run at once; otherwise torch's default (every core).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+from copal_exp.errors import JobInterrupted
+
+MULTIRUN_FLAGS = ("-m", "--multirun")
+JOBLIB = "hydra/launcher=joblib"
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def normalise_argv(argv: list[str], cores: int | None = None) -> list[str]:
+    """Move ``-m``/``--multirun`` in front of the overrides, wherever the user typed them; with the joblib
+    launcher and no ``hydra.launcher.n_jobs``, run as many jobs at once as there are cores (the plugin's
+    default, 10, would oversubscribe a smaller machine)."""
+    flags = [a for a in argv if a in MULTIRUN_FLAGS]
+    rest = [a for a in argv if a not in MULTIRUN_FLAGS]
+    if JOBLIB in rest and not any(a.lstrip("+~").startswith("hydra.launcher.n_jobs=") for a in rest):
+        rest.append(f"hydra.launcher.n_jobs={cores or usable_cores()}")
+    return flags[:1] + rest
+
+
+def job_threads(configured: int | None, launcher: Mapping[str, Any] | None, environ: Mapping[str, str] = os.environ,
+                cores: int | None = None) -> tuple[int | None, str]:
+    """``(threads, why)`` for this job; ``threads`` is ``None`` when torch's default is kept."""
+    cores = cores or usable_cores()
+    if configured:
+        return int(configured), "run.threads"
+    for name in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
+        if environ.get("SLURM_JOB_ID") and environ.get(name, "").isdigit():
+            return max(1, int(environ[name])), f"{name}={environ[name]}"
+    target = str((launcher or {}).get("_target_", ""))
+    if target.endswith("JoblibLauncher"):
+        n_jobs = int((launcher or {}).get("n_jobs") or -1)
+        at_once = cores if n_jobs < 1 else min(n_jobs, cores)
+        return max(1, cores // at_once), f"{cores} cores / {at_once} joblib jobs at once"
+    return None, "torch default"
+
+
+@contextmanager
+def torch_threads(configured: int | None, launcher: Mapping[str, Any] | None) -> Iterator[int]:
+    """Run the block with :func:`job_threads` applied to torch, restored afterwards (a job run in-process,
+    from a test or a notebook, leaves its caller's setting as it was); yields the thread count in use."""
+    import logging
+
+    import torch
+
+    threads, why = job_threads(configured, launcher)
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+        logging.getLogger(__name__).info("torch threads: %d (%s)", threads, why)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+@contextmanager
+def sigterm_interrupts():
+    """Within the block SIGTERM (SLURM, ``kill``, container runtimes) raises :class:`JobInterrupted`, as
+    Ctrl-C raises ``KeyboardInterrupt``: the job stops between two statements and keeps what it computed."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise JobInterrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,28 @@
+"""Thread counts of jobs that run side by side, and the joblib launcher's default, by hand."""
+
+from copal_exp.launchers import job_threads, normalise_argv
+
+JOBLIB = {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 2}
+
+
+def test_threads_follow_the_allocation():
+    assert job_threads(3, JOBLIB, {}, cores=2) == (3, "run.threads")  # an explicit setting wins
+    slurm = {"SLURM_JOB_ID": "7", "SLURM_CPUS_PER_TASK": "4", "SLURM_CPUS_ON_NODE": "8"}
+    assert job_threads(None, None, slurm, cores=64)[0] == 4
+    assert job_threads(None, None, {"SLURM_JOB_ID": "7", "SLURM_CPUS_ON_NODE": "2"}, cores=64)[0] == 2
+    assert job_threads(None, None, {"SLURM_CPUS_PER_TASK": "4"}, cores=64)[0] is None  # not inside a SLURM job
+    # joblib: the cores divided by the jobs that run at once, never below one thread
+    assert job_threads(None, JOBLIB, {}, cores=8)[0] == 4
+    assert job_threads(None, {**JOBLIB, "n_jobs": 16}, {}, cores=8)[0] == 1
+    assert job_threads(None, {**JOBLIB, "n_jobs": -1}, {}, cores=8)[0] == 1
+    assert job_threads(None, {**JOBLIB, "n_jobs": 3}, {}, cores=8)[0] == 2  # 3 × 2 ≤ 8
+    assert job_threads(None, {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"}, {},
+                       cores=8) == (None, "torch default")
+
+
+def test_joblib_runs_as_many_jobs_as_cores_unless_told():
+    assert normalise_argv(["-m", "hydra/launcher=joblib", "a=1,2"], cores=2) == [
+        "-m", "hydra/launcher=joblib", "a=1,2", "hydra.launcher.n_jobs=2"]
+    assert normalise_argv(["hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "-m"], cores=2) == [
+        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1"]
+    assert normalise_argv(["-m", "a=1,2"], cores=2) == ["-m", "a=1,2"]
