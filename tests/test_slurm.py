@@ -25,8 +25,9 @@ pytestmark = [pytest.mark.slurm, pytest.mark.subprocess]
 # one CPU per job: on 2 cores SLURM runs 2 jobs at once, each with 1 torch thread
 SLURM = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=local", "hydra.launcher.cpus_per_task=1",
          "hydra.launcher.timeout_min=20", "hydra.launcher.array_parallelism=8", "hydra.launcher.mem_gb=null"]
-# a job long enough to be stopped in the middle: COPAL, 15 prefix states
-SLOW = [*TINY, "method=copal", "data.nsamples=8", "data.seqlen=128", "eval.max_windows=4"]
+# a job long enough to be stopped in the middle: COPAL, 15 prefix states on a wider tiny LLaMA
+SLOW = [*TINY, "method=copal", "model.hidden_size=256", "model.intermediate_size=512", "model.num_layers=4",
+        "data.nsamples=16", "data.seqlen=256", "eval.max_windows=8"]
 
 
 @pytest.fixture(scope="module")

@@ -80,7 +80,7 @@ class Copal(PruningMethod):
 
     @classmethod
     def working_bytes(cls, d_out, d_in):
-        return 4 * d_out * d_in * 2 + 12 * d_out * d_in  # G before + after, the float32 score and its sort
+        return 4 * d_out * d_in * 2 + 20 * d_out * d_in  # G before + after, and the mask selection
 
     @classmethod
     def memory_bytes(cls, d_out, d_in):
