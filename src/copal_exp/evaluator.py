@@ -16,6 +16,7 @@ import torch
 from copal_exp.data import DatasetSplits
 from copal_exp.errors import IntegrityError, NonFiniteError
 from copal_exp.evaluate import perplexity, perplexity_layerwise, resident
+from copal_exp.offload import return_freed_memory
 from copal_exp.paths import dense_cache_dir
 from copal_exp.storage import read_json, write_json
 
@@ -41,6 +42,7 @@ class Evaluator:
                 else:
                     ppl[name] = perplexity(self.model, split.evaluation, self.device, self.batch_size,
                                            self.progress, f"{label} eval {name}")
+                return_freed_memory()  # the logits' memory back to the OS, not kept in the heap
                 if not np.isfinite(ppl[name]):
                     dtype = next(self.model.parameters()).dtype
                     hint = (f"; the model runs in {dtype} on {self.device}: try model.dtype=float32 (or bfloat16)"

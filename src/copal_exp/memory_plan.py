@@ -145,12 +145,15 @@ def plan_memory(model: torch.nn.Module, settings, dtype: torch.dtype, device: st
         order_plan = make_plan(settings.orders, method.carries_memory or settings.init == "sequential",
                                bool(run.get("planner", True)))
         carries = peak_carries(order_plan)
+        layer_statistics = max((sum(method.statistics_bytes(o, i) for o, i in layer) for layer in per_layer.values()),
+                               default=0)
+        if method.carries_memory and place[offload.get("memory", "cpu")] == compute:
+            layer_statistics = 0  # they become the new memory where they are: counted with the carried states
         p.needs += [
             Need("dense copy of the pruned weights", "host", prunable * item),
             Need("calibration activations (in and out of a layer)", place[offload.get("activations", "cpu")],
                  2 * nsamples * seqlen * hidden * item, "run.offload.activations=disk"),
-            Need("statistics of one decoder layer", compute,
-                 max((sum(method.statistics_bytes(o, i) for o, i in layer) for layer in per_layer.values()), default=0)),
+            Need("statistics of one decoder layer", compute, layer_statistics),
             Need("one linear's pruning work", compute, max((method.working_bytes(o, i) for o, i in shapes.values()), default=0)),
             Need("bit-packed masks (this step, and two states for a mask change)", "host", 3 * math.ceil(prunable / 8)),
             Need("bit-packed masks of every state (states/)", "disk", order_plan.prune_steps * math.ceil(prunable / 8)),

@@ -25,9 +25,9 @@ from copal_exp.evaluator import Evaluator
 from copal_exp.inputs import load_job_data, offload_folder, resolve_device
 from copal_exp.methods import Memory, build_method
 from copal_exp.metrics import sparsity_report
-from copal_exp.offload import Offloader
+from copal_exp.offload import Offloader, return_freed_memory
 from copal_exp.plan import Plan, make_plan
-from copal_exp.states import ModelState, StateCache, return_freed_memory
+from copal_exp.states import ModelState, StateCache
 
 log = logging.getLogger(__name__)
 

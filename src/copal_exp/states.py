@@ -50,21 +50,6 @@ def discard_memory(memory: Memory | None) -> None:
     discard(memory_files(memory))
 
 
-def return_freed_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc's ``malloc_trim``; a no-op elsewhere). Without it a
-    released carry's gigabytes stay in the process's heap and resident memory only grows."""
-    import ctypes
-    import ctypes.util
-
-    global _libc
-    if _libc is None:
-        name = ctypes.util.find_library("c")
-        _libc = ctypes.CDLL(name) if name else False
-    if _libc and hasattr(_libc, "malloc_trim"):
-        _libc.malloc_trim(0)
-
-
-_libc = None
 
 
 def _restore(record: dict[str, Any], carry: dict[str, Any] | None) -> ModelState:
