@@ -82,8 +82,12 @@ def test_design_card_command_verbatim(tmp_path, data_root):
 def test_help_and_cfg_job(tmp_path, data_root):
     proc = cli(["--help"], tmp_path, data_root)
     assert proc.returncode == 0 and "method: copal, dense, magnitude, sparsegpt, wanda" in proc.stdout
-    proc = cli(["method=wanda", "sparsity=4:8", "--cfg", "job"], tmp_path, data_root)
-    assert proc.returncode == 0 and "name: wanda" in proc.stdout and "m: 8" in proc.stdout
+    for args in (["method=wanda", "sparsity=4:8", "--cfg", "job"], ["method=wanda", "--cfg", "job", "sparsity=4:8"],
+                 ["--cfg", "job", "method=wanda", "sparsity=4:8"]):  # anywhere on the line, as the README says
+        proc = cli(args, tmp_path, data_root)
+        assert proc.returncode == 0 and "name: wanda" in proc.stdout and "m: 8" in proc.stdout, args
+    proc = cli(["method=wanda", "--help", "sparsity=4:8"], tmp_path, data_root)
+    assert proc.returncode == 0 and "method: copal, dense, magnitude, sparsegpt, wanda" in proc.stdout
 
 
 @pytest.mark.subprocess
@@ -96,3 +100,25 @@ def test_bad_input_fails_before_model_loads(tmp_path, data_root):
     assert proc.returncode != 0 and "sparsity.ratio=0" in proc.stderr
     assert not env_cache.exists()  # nothing was downloaded or converted
     assert time.time() - start < 60
+
+
+def test_every_config_key_is_documented_in_the_readme():
+    """Each key of the typed schema and every method option appears in README's configuration reference."""
+    import dataclasses
+
+    from conftest import REPO
+
+    from copal_exp import schema
+    from copal_exp.methods import METHODS
+
+    readme = (REPO / "README.md").read_text()
+    keys = [f"{name}.{f.name}" for name, cls in schema.SECTIONS.items() for f in dataclasses.fields(cls)
+            if f.name != "offload"]
+    keys += [f"run.offload.{f.name}" for f in dataclasses.fields(schema.OffloadConfig)]
+    groups = {"model": list(schema.MODEL_SOURCES.values()), "sparsity": [schema.SparsityConfig],
+              "order": [schema.OrderConfig], "logger": list(schema.LOGGERS.values())}
+    keys += [f"{group}.{f.name}" for group, classes in groups.items() for cls in classes
+             for f in dataclasses.fields(cls)]
+    keys += [f"method.{option}" for cls in METHODS.values() for option in cls.defaults()]
+    missing = sorted({k for k in keys if f"`{k}`" not in readme})
+    assert not missing, f"undocumented config keys: {missing}"

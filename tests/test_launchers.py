@@ -26,3 +26,12 @@ def test_joblib_runs_as_many_jobs_as_cores_unless_told():
     assert normalise_argv(["hydra/launcher=joblib", "hydra.launcher.n_jobs=1", "-m"], cores=2) == [
         "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=1"]
     assert normalise_argv(["-m", "a=1,2"], cores=2) == ["-m", "a=1,2"]
+
+
+def test_hydra_flags_anywhere_on_the_line():
+    assert normalise_argv(["method=wanda", "--cfg", "job", "sparsity=4:8"]) == [
+        "--cfg", "job", "method=wanda", "sparsity=4:8"]
+    assert normalise_argv(["a=1", "--help", "b=2"]) == ["--help", "a=1", "b=2"]
+    assert normalise_argv(["a=1", "--info", "defaults", "b=2", "-m"]) == ["-m", "--info", "defaults", "a=1", "b=2"]
+    assert normalise_argv(["a=1", "--info", "b=2"]) == ["--info", "a=1", "b=2"]
+    assert normalise_argv(["data.seed=-1", "-m", "x=~y"]) == ["-m", "data.seed=-1", "x=~y"]

@@ -73,3 +73,41 @@ def test_rows_that_differ_in_a_swept_key_show_it(sweep):
     assert "data.nsamples" in header
     rows = [line for line in out.splitlines() if line.startswith("| wanda")]
     assert len(rows) == 2 and len(set(rows)) == 2 and "| 1 " in rows[0] + rows[1] and "| 3 " in rows[0] + rows[1]
+
+
+# every sweep kind the Makefile's paper targets produce, in miniature (same sub-sweep layout and swept keys)
+SWEEP_KINDS = {
+    "table1": {"baselines": [["method=magnitude", "method.init=global"], ["method=magnitude", "method.init=sequential"]],
+               "copal": [["method=copal"]]},
+    "table2": {"dense": [["method=dense"]],
+               "pruned": [["method=wanda", "sparsity=unstructured"], ["method=wanda", "sparsity=2:4"],
+                          ["method=copal", "sparsity=unstructured"], ["method=copal", "sparsity=2:4"]]},
+    "table3": {".": [["method=wanda"], ["method=copal"]]},
+    "fig1": {".": [["method=wanda", "sparsity.ratio=0.3"], ["method=wanda", "sparsity.ratio=0.7"]]},
+    "fig3": {".": [["method=wanda", "data.nsamples=1"], ["method=wanda", "data.nsamples=2"]]},
+}
+
+
+@pytest.mark.parametrize("kind", list(SWEEP_KINDS))
+def test_analysis_notebook_on_every_sweep_kind(kind, tmp_path, data_root, monkeypatch):
+    import nbformat
+    from conftest import TINY, compose
+    from nbclient import NotebookClient
+
+    from copal_exp.__main__ import run_job
+
+    sweep = tmp_path / kind
+    for sub, jobs in SWEEP_KINDS[kind].items():
+        for n, overrides in enumerate(jobs):
+            run_job(compose([*TINY, f"data.root={data_root}", "datasets=[wikitext2,ptb]", *overrides]),
+                    sweep / sub / str(n))
+    monkeypatch.setenv("COPAL_SWEEP", str(sweep))
+    nb = nbformat.read(REPO / "notebooks" / "analysis.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
+    outputs = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    jobs = sum(len(j) for j in SWEEP_KINDS[kind].values())
+    assert f"{jobs} finished jobs" in outputs
+    assert (sweep / "notebook_matrices.png").is_file()
+    if kind in ("fig1", "fig3"):
+        assert (sweep / f"notebook_{kind}.png").is_file()

@@ -79,3 +79,33 @@ def test_runs_are_named_and_grouped_by_what_they_are(tmp_path):
     config = validate(compose(["model=tiny_llama", "method=wanda", "order.index=2", "data.nsamples=4"])).resolved
     name = run_name(config, "unstructured 50%", ["method=wanda", "data.nsamples=4", "hydra.job.num=1"][:2])
     assert name == "tiny_llama · wanda (global) · unstructured 50% · data.nsamples=4 · order 2"
+
+
+def test_a_sweep_gets_a_wandb_view_that_matches_what_its_runs_logged(tmp_path, data_root, offline):
+    """The W&B comparison view written from a sweep's result files names the groups, metrics, step axes
+    and config keys its offline runs actually hold."""
+    from copal_exp.wandb_view import build_report, write_view
+
+    sweep = tmp_path / "multirun" / "nsamples"
+    base = [s for s in SMALL if not s.startswith("logger.group")] + [f"data.root={data_root}", "datasets=[wikitext2,ptb]"]
+    for n, overrides in enumerate([["method=wanda", "data.nsamples=1"], ["method=wanda", "data.nsamples=2"]]):
+        run_job(compose([*base, *overrides]), sweep / str(n))
+    view = json.loads(write_view(sweep).read_text())
+    runs = [read_run(p) for p in sorted(sweep.glob("*/wandb/offline-run-*/run-*.wandb"))]
+    assert len(runs) == 2 and view["runs"] == 2
+    assert view["groups"] == sorted({r["run"]["group"] for r in runs}) == ["nsamples"]
+    assert "data.nsamples" in view["swept_keys"]
+    logged = {key for r in runs for row in r["history"] for key in row}
+    lines = [p for p in view["panels"] if p["type"] == "line"]
+    assert len(lines) == 2  # one per order of two datasets
+    for panel in lines:
+        assert panel["x"] in logged and set(panel["y"]) <= logged
+    (bar,) = [p for p in view["panels"] if p["type"] == "bar"]
+    assert all(set(bar["metrics"]) <= set(r["summary"]) for r in runs)
+    (comparer,) = [p for p in view["panels"] if p["type"] == "run_comparer"]
+    for key in comparer["columns"]:  # config keys as W&B holds them (nested sections)
+        section, name = key.split(".", 1)
+        assert all(name.split(".")[0] in r["config"][section] for r in runs), key
+    report = build_report(view)  # the real wandb-workspaces objects (saving needs a login)
+    assert report.title == view["title"] and len(report.blocks[0].panels) == len(view["panels"])
+    assert "Metric('Group') in ['nsamples']" in str(report.blocks[0].runsets[0].filters)

@@ -19,6 +19,10 @@ from typing import Any
 from copal_exp.errors import JobInterrupted
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
+#: Hydra's flags that take a value (``--cfg job``); ``--info`` takes one optionally
+WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
+              "-cd", "--experimental-rerun")
+INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 JOBLIB = "hydra/launcher=joblib"
 
 
@@ -30,14 +34,28 @@ def usable_cores() -> int:
 
 
 def normalise_argv(argv: list[str], cores: int | None = None) -> list[str]:
-    """Move ``-m``/``--multirun`` in front of the overrides, wherever the user typed them; with the joblib
-    launcher and no ``hydra.launcher.n_jobs``, run as many jobs at once as there are cores (the plugin's
-    default, 10, would oversubscribe a smaller machine)."""
-    flags = [a for a in argv if a in MULTIRUN_FLAGS]
-    rest = [a for a in argv if a not in MULTIRUN_FLAGS]
+    """Hydra's flags (``-m``, ``--cfg job``, ``--help``, …) moved in front of the overrides, wherever the
+    user typed them (plain Hydra rejects an override before ``-m`` and after ``--cfg job``); with the
+    joblib launcher and no ``hydra.launcher.n_jobs``, as many jobs at once as there are cores (the
+    plugin's default, 10, would oversubscribe a smaller machine)."""
+    flags, rest, i = [], [], 0
+    while i < len(argv):
+        token = argv[i]
+        if token in WITH_VALUE and i + 1 < len(argv):
+            flags += [token, argv[i + 1]]
+            i += 2
+            continue
+        if token == "--info" and i + 1 < len(argv) and argv[i + 1] in INFO_CHOICES:
+            flags += [token, argv[i + 1]]
+            i += 2
+            continue
+        (flags if token.startswith("-") else rest).append(token)
+        i += 1
+    multirun = [f for f in flags if f in MULTIRUN_FLAGS][:1]
+    flags = multirun + [f for f in flags if f not in MULTIRUN_FLAGS]
     if JOBLIB in rest and not any(a.lstrip("+~").startswith("hydra.launcher.n_jobs=") for a in rest):
         rest.append(f"hydra.launcher.n_jobs={cores or usable_cores()}")
-    return flags[:1] + rest
+    return flags + rest
 
 
 def job_threads(configured: int | None, launcher: Mapping[str, Any] | None, environ: Mapping[str, str] = os.environ,
