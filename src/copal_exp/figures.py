@@ -7,7 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from copal_exp.runs import pattern_label, prunes, run_label
+from copal_exp.runs import job_label, prunes, run_label
+from copal_exp.tables import swept_keys
 
 
 def bwt_curve(runs: list[dict[str, Any]], x_key: str, x_label: str, path: Path) -> tuple[pd.DataFrame, Path]:
@@ -113,7 +114,7 @@ def matrix_figure(matrix, datasets, order, title: str = "", ax=None, dense: dict
     return fig or ax.figure
 
 
-def _job_grid(runs: list[dict[str, Any]], path: Path, norm) -> Path:
+def _job_grid(runs: list[dict[str, Any]], path: Path, norm, swept: list[str]) -> Path:
     import matplotlib.pyplot as plt
 
     n_orders = max(len(r["permutations"]) for r in runs)
@@ -126,7 +127,7 @@ def _job_grid(runs: list[dict[str, Any]], path: Path, norm) -> Path:
                 axes[i][j].axis("off")
                 continue
             perm = r["permutations"][j]
-            title = f"{run_label(r)}, {pattern_label(r)}" if j == 0 else ""
+            title = job_label(r, swept) if j == 0 else ""
             matrix_figure(perm["ppl_matrix"], r["datasets"], perm["order"], title, ax=axes[i][j],
                           dense=r.get("dense_ppl"), norm=norm)
             image = axes[i][j].images[0]
@@ -149,11 +150,12 @@ def heatmaps(runs: list[dict[str, Any]], path: Path, per_job_above: int = 4) -> 
               for r in runs for p in r["permutations"] if r.get("dense_ppl")]
     norm = ratio_norm(float(min(x.min() for x in ratios)) if ratios else 0.5,
                       float(max(x.max() for x in ratios)) if ratios else 2.0)
+    swept = swept_keys(runs)  # titles name what tells the jobs apart
     if len(runs) > per_job_above:
         folder = path.with_suffix("")
         folder.mkdir(parents=True, exist_ok=True)
         for k, r in enumerate(runs):
-            name = f"{k:02d}-{run_label(r)}-{pattern_label(r)}".replace(" ", "_").replace("/", "_")
+            name = f"{k:02d}-{job_label(r, swept)}".replace(" ", "_").replace("/", "_")
             name = "".join(c for c in name if c.isalnum() or c in "-_.:,()%")
-            _job_grid([r], folder / f"{name}.png", norm)
-    return _job_grid(runs[:per_job_above], path, norm)
+            _job_grid([r], folder / f"{name}.png", norm, swept)
+    return _job_grid(runs[:per_job_above], path, norm, swept)

@@ -13,8 +13,14 @@ from pathlib import Path
 
 from copal_exp.figures import FIGURES, bwt_curve, heatmaps, matrix_figure  # noqa: F401 (public API)
 from copal_exp.results import RESULTS_FILE
-from copal_exp.runs import collect, merge_permutation_jobs, pattern_label, run_label  # noqa: F401 (public API)
-from copal_exp.tables import TABLES, comparison_table, write_table  # noqa: F401 (public API)
+from copal_exp.runs import (  # noqa: F401 (public API)
+    collect,
+    job_label,
+    merge_permutation_jobs,
+    pattern_label,
+    run_label,
+)
+from copal_exp.tables import TABLES, comparison_table, swept_keys, write_table  # noqa: F401 (public API)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,6 +27,16 @@ def pattern_label(results: dict[str, Any]) -> str:
     return Pattern.label(results["config"]["sparsity"])
 
 
+def job_label(results: dict[str, Any], swept: list[str] | tuple[str, ...] = ()) -> str:
+    """The method label and pattern, with the values of the ``swept`` keys (``tables.swept_keys``): what
+    tells a job apart from the others of its sweep."""
+    from copal_exp.identity import result_config
+    from copal_exp.jobdir import flatten
+
+    flat = flatten(result_config(results["config"]))
+    return ", ".join([f"{run_label(results)} {pattern_label(results)}", *(f"{k}={flat.get(k)}" for k in swept)])
+
+
 def collect(sweep: Path, merge: bool = True, skipped: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
     """Every complete job under ``sweep``; per-permutation jobs (``order.index``) merged into one run.
 
