@@ -6,6 +6,12 @@ from pathlib import Path
 from typing import Any
 
 
+def wandb_group(logger: dict[str, Any] | None, out_dir: Path, model: str) -> str:
+    """The W&B group of a job: ``logger.group`` when set, else :func:`sweep_group` (one rule for the run
+    that logs and the view that later filters on it)."""
+    return (logger or {}).get("group") or sweep_group(out_dir, model)
+
+
 def sweep_group(out_dir: Path, model: str) -> str:
     """Runs of one sweep share a group: the sweep directory below ``multirun/`` (e.g.
     ``paper_smollm2_135m/table2/pruned``), or ``<model>/single`` for a single run."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from copal_exp.masks import Pattern
-from copal_exp.naming import code_version, run_name, sweep_group
+from copal_exp.naming import code_version, run_name, wandb_group
 from copal_exp.results import matrix_rows
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,7 @@ class WandbLogger(NullLogger):
             init = method.get("init", "global")
             pattern = Pattern.label(config["sparsity"])
             swept = [s for s in (swept or []) if not s.lstrip("+~").startswith("hydra")]
-            group = cfg.get("group") or sweep_group(out_dir, config["model"]["name"])
+            group = wandb_group(cfg, out_dir, config["model"]["name"])
             self.run = wandb.init(
                 project=cfg.get("project", "copal_exp"), entity=cfg.get("entity"), mode=mode, dir=str(out_dir),
                 config={**config, "swept": dict(s.lstrip("+~").split("=", 1) for s in swept if "=" in s),

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from copal_exp.naming import sweep_group
+from copal_exp.naming import wandb_group
 from copal_exp.runs import collect, model_name
 from copal_exp.tables import swept_keys
 
@@ -26,9 +26,8 @@ VIEW_FILE = "wandb_view.json"
 
 
 def run_group(results: dict[str, Any]) -> str:
-    """The W&B group the job logged to (``logger.group``, else the one :func:`sweep_group` gives)."""
-    logger = results["config"].get("logger") or {}
-    return logger.get("group") or sweep_group(Path(results["_path"]), model_name(results))
+    """The W&B group the job logged to."""
+    return wandb_group(results["config"].get("logger"), Path(results["_path"]), model_name(results))
 
 
 def view_definition(sweep: Path, project: str | None = None, entity: str | None = None) -> dict[str, Any]:
