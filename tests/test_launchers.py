@@ -35,3 +35,38 @@ def test_hydra_flags_anywhere_on_the_line():
     assert normalise_argv(["a=1", "--info", "defaults", "b=2", "-m"]) == ["-m", "--info", "defaults", "a=1", "b=2"]
     assert normalise_argv(["a=1", "--info", "b=2"]) == ["--info", "a=1", "b=2"]
     assert normalise_argv(["data.seed=-1", "-m", "x=~y"]) == ["-m", "data.seed=-1", "x=~y"]
+
+
+def test_the_sigterm_of_a_requeue_after_preemption_does_not_fail_the_job():
+    """submitit's preemption handler asks SLURM to requeue the job, then exits; SLURM's SIGTERM for the requeue
+    may arrive before that exit. Inside the job that SIGTERM must not turn the requeue into a failure, while
+    a SIGTERM without a preemption (``scancel``) still interrupts it."""
+    import os
+    import signal
+
+    import pytest
+
+    from copal_exp.errors import JobInterrupted
+    from copal_exp.launchers import sigterm_interrupts
+
+    def submitit_like(signum, frame):  # requeue (SLURM answers with SIGTERM at once), then exit
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise SystemExit(-1)
+
+    before = signal.signal(signal.SIGUSR2, submitit_like)
+    try:
+        with pytest.raises(SystemExit):
+            try:
+                with sigterm_interrupts():
+                    os.kill(os.getpid(), signal.SIGUSR2)
+                    for _ in range(10**6):  # a signal is handled between two bytecodes
+                        pass
+            except JobInterrupted:
+                pytest.fail("the requeue's SIGTERM interrupted the job as if it had been cancelled")
+        assert signal.getsignal(signal.SIGUSR2) is submitit_like  # restored
+        with pytest.raises(JobInterrupted), sigterm_interrupts():
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(10**6):
+                pass
+    finally:
+        signal.signal(signal.SIGUSR2, before)

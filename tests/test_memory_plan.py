@@ -9,7 +9,8 @@ from conftest import TINY, compose
 
 from copal_exp.config import validate
 from copal_exp.errors import ConfigError
-from copal_exp.memory_plan import meta_model, peak_carries, plan_memory
+from copal_exp.memory_plan import plan_memory
+from copal_exp.models import meta_model
 from copal_exp.plan import make_plan
 
 GIB = 1024**3
@@ -79,11 +80,11 @@ def test_a_plan_that_cannot_fit_names_the_setting():
 def test_peak_carried_states_by_hand():
     orders = [("a", "b", "c"), ("a", "c", "b"), ("b", "a", "c"), ("b", "c", "a"), ("c", "a", "b"), ("c", "b", "a")]
     # with the planner, (a) has children (a,b) and (a,c): while (a,b,c) is built, (a) and (a,b) are alive
-    assert peak_carries(make_plan(orders, carries_state=True)) == 3
+    assert make_plan(orders, carries_state=True).peak_carries() == 3
     # without it, every order is its own chain: a parent is released as soon as its only child is built
-    assert peak_carries(make_plan(orders, carries_state=True, planner=False)) == 2
-    assert peak_carries(make_plan(orders, carries_state=False)) == 1
-    assert peak_carries(make_plan([("a", "b", "c", "d")], carries_state=True)) == 2
+    assert make_plan(orders, carries_state=True, planner=False).peak_carries() == 2
+    assert make_plan(orders, carries_state=False).peak_carries() == 1
+    assert make_plan([("a", "b", "c", "d")], carries_state=True).peak_carries() == 2
 
 
 def test_a_job_that_cannot_fit_is_refused_before_its_model_loads(tmp_path, data_root, monkeypatch):
@@ -95,3 +96,37 @@ def test_a_job_that_cannot_fit_is_refused_before_its_model_loads(tmp_path, data_
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
     with pytest.raises(ConfigError, match="memory plan: this job needs .* GiB of host memory, this machine has 0.1 GiB"):
         run_job(compose([*TINY, f"data.root={data_root}", "method=wanda"]), tmp_path / "job")
+
+
+def test_the_model_stays_on_the_gpu_when_the_plan_fits_it():
+    from copal_exp.memory_plan import choose_resident
+
+    seven = llama("llama_7b")
+    h, i, layers, _ = LLAMA["llama_7b"]
+    params = layers * (4 * h * h + 3 * h * i + 2 * h) + 2 * 32000 * h + h
+    copal = validate(compose(["model=llama_7b", "method=copal"]))
+    assert choose_resident(seven, copal, torch.float16, "cuda", 80 * GIB)  # 13.5 GB of weights on an 80 GB GPU
+    assert not choose_resident(seven, copal, torch.float16, "cuda", 16 * GIB)  # it would, but the rest would not
+    assert not choose_resident(seven, copal, torch.float16, "cpu", None)  # on a CPU it is always there
+    assert not choose_resident(llama("llama_65b"), validate(compose(["model=llama_65b", "method=copal"])),
+                               torch.float16, "cuda", 80 * GIB)  # 130 GB of weights
+    off = validate(compose(["model=llama_7b", "method=copal", "run.resident=false"]))
+    assert not choose_resident(seven, off, torch.float16, "cuda", 80 * GIB)
+    forced = validate(compose(["model=llama_7b", "method=copal", "run.resident=true"]))
+    assert choose_resident(seven, forced, torch.float16, "cuda", 16 * GIB)  # then the plan check decides
+
+    plan = plan_memory(seven, copal, torch.float16, "cuda", resident=True)
+    gpu, host = needs(plan, "gpu"), needs(plan, "host")
+    assert plan.resident and plan.record()["resident"]
+    assert gpu["the whole model, kept on the GPU for the job"] == 2 * params
+    assert gpu["calibration activations (in and out of a layer)"] == 2 * 16 * 2048 * h * 2  # activations=auto
+    assert "the decoder layer being pruned" not in gpu and "the whole model during evaluation" not in gpu
+    assert host["dense copy of the pruned weights"] == 2 * layers * (4 * h * h + 3 * h * i)  # restored from the host
+    with pytest.raises(ConfigError, match=r"GiB of gpu memory.*run.resident=false"):
+        plan.check(1024 * GIB, 12 * GIB, 10**15)
+    on_host = plan_memory(seven, validate(compose(["model=llama_7b", "method=copal", "run.offload.activations=cpu"])),
+                          torch.float16, "cuda", resident=True)
+    assert "calibration activations (in and out of a layer)" in needs(on_host, "host")
+    layerwise = plan_memory(seven, copal, torch.float16, "cuda")  # not resident: a layer at a time
+    assert not layerwise.resident and "the decoder layer being pruned" in needs(layerwise, "gpu")
+    assert "calibration activations (in and out of a layer)" in needs(layerwise, "host")

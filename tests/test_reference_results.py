@@ -19,6 +19,19 @@ def leaves(tree, path=""):
         yield path, tree
 
 
+#: (relative, absolute in perplexity points) tolerance per job-name prefix. Equal (1e-6) on the machine
+#: that recorded them. On another CPU (another SIMD width: other summation orders inside the matmul
+#: kernels) SparseGPT's sequential OBS updates can turn a near-tie in a mask the other way: measured on an
+#: AVX-512 Xeon at commit bc8acc4, its 4:8 state calibrated on C4 moved by 1e-4 relative (ppl 224.208 →
+#: 224.187, so BWTs, differences of perplexities, by up to 0.033 points); every other number was equal.
+TOLERANCE = {"sparsegpt": (1e-3, 0.05)}
+
+
+def tolerance(path: str) -> tuple[float, float]:
+    job = path.lstrip(".").split(".")[0]
+    return next((tol for prefix, tol in TOLERANCE.items() if job.startswith(prefix)), (1e-6, 1e-9))
+
+
 def test_the_recorded_numbers_are_reproduced(tmp_path, data_root):
     recorded = json.loads(RECORD.read_text())
     now = json.loads(json.dumps(run_reference_jobs(data_root, tmp_path)))
@@ -26,8 +39,8 @@ def test_the_recorded_numbers_are_reproduced(tmp_path, data_root):
     assert a.keys() == b.keys()
     for path, value in a.items():
         if isinstance(value, float) and not isinstance(value, bool):
-            # same machine kind as the recording: equal; elsewhere kernels may round differently
-            assert b[path] == pytest.approx(value, rel=1e-6), path
+            rel, absolute = tolerance(path)
+            assert b[path] == pytest.approx(value, rel=rel, abs=absolute), path
         else:
             assert b[path] == value, path
     assert len(a) > 1000

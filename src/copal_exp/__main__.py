@@ -35,7 +35,8 @@ from copal_exp.jobdir import (
     write_hydra_files,
 )
 from copal_exp.launchers import normalise_argv, sigterm_interrupts, torch_threads
-from copal_exp.memory_plan import peak_rss_bytes, plan_for_job
+from copal_exp.machine import peak_rss_bytes
+from copal_exp.memory_plan import plan_for_job
 from copal_exp.methods import method_class
 from copal_exp.results import library_versions, write_results
 from copal_exp.tracking import make_logger
@@ -94,7 +95,8 @@ def _run(settings, out_dir: Path, store: StateStore, hydra_cfg=None) -> dict:
         data, data_root = load_job_data(settings, tokenizer)  # data problems surface before the model loads
         device = resolve_device(settings.run["device"])
         windows = max(split.evaluation.shape[0] for split in data.values())
-        extra["memory_plan"] = plan_for_job(settings, device, windows, out_dir).record()  # refuses what cannot fit
+        plan = plan_for_job(settings, device, windows, out_dir)  # refuses what cannot fit; decides residency
+        extra["memory_plan"] = plan.record()
         model, tokenizer = load_model(settings.model, device)
         check_model(settings, model)  # shapes and context, before any calibration
         state_cfg = settings.resolved.get("state") or {}
@@ -109,7 +111,8 @@ def _run(settings, out_dir: Path, store: StateStore, hydra_cfg=None) -> dict:
             continual = {"loaded_from": str(state_cfg["load"]), "datasets_seen_before": meta["datasets_seen"]}
             log.info("continuing %s after %s from %s", method.name, meta["datasets_seen"], state_cfg["load"])
         experiment = Experiment(settings, model, tokenizer, on_progress=save, store=store,
-                                initial_memory=initial_memory, keep_final_state=bool(state_cfg.get("export")))
+                                initial_memory=initial_memory, keep_final_state=bool(state_cfg.get("export")),
+                                resident=plan.resident)
         results = experiment.run(data, data_root)
         if state_cfg.get("export"):
             history = continual.get("datasets_seen_before", []) + list(settings.orders[0])

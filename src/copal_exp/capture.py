@@ -11,6 +11,7 @@ versions. Arguments shared by several layers (the same tensor objects) are store
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +20,7 @@ from torch import nn
 
 from copal_exp.anatomy import decoder_layers, layer_prefix
 from copal_exp.errors import NonFiniteError
-from copal_exp.offload import Offloader
+from copal_exp.offload import Offloader, resident
 
 
 class _Captured(Exception):
@@ -84,31 +85,26 @@ def capture_layer_inputs(model: nn.Module, segments: torch.Tensor, device: torch
 
     for index, layer in enumerate(layers):
         layer.forward = recorder(index)  # an instance attribute: the class's forward is untouched
-    moved = _move_outside_layers(model, layers, device)
     try:
-        for row in segments:
-            memo.clear()  # share tensors between the layers of one segment, never across segments
-            try:
-                model(row.reshape(1, -1).to(device), use_cache=False)
-            except _Captured:
-                pass
+        with ExitStack() as moved:  # the modules outside the layers visit the device, then go back where they were
+            for module in _outside_layers(model):
+                moved.enter_context(resident(module, device))
+            for row in segments:
+                memo.clear()  # share tensors between the layers of one segment, never across segments
+                try:
+                    model(row.reshape(1, -1).to(device), use_cache=False)
+                except _Captured:
+                    pass
     finally:
         for layer in layers:
             del layer.forward
-        for m in moved:
-            m.to("cpu")
     return LayerInputs(hidden, args, kwargs)
 
 
-def _move_outside_layers(model: nn.Module, layers: nn.ModuleList, device) -> list[nn.Module]:
-    """Move the leaf modules outside the decoder layers to ``device``; return them."""
-    if str(device) == "cpu":
-        return []
+def _outside_layers(model: nn.Module) -> list[nn.Module]:
+    """The leaf modules outside the decoder layers (embeddings, rotary tables, final norm, LM head)."""
     prefix = layer_prefix(model)
-    moved = [m for name, m in model.named_modules() if not name.startswith(prefix) and not list(m.children())]
-    for m in moved:
-        m.to(device)
-    return moved
+    return [m for name, m in model.named_modules() if not name.startswith(prefix) and not list(m.children())]
 
 
 def _layer_output(out: Any) -> torch.Tensor:

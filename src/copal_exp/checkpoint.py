@@ -6,11 +6,9 @@ achieved sparsity, timings). A state that later steps start from also saves what
 accumulated G; with ``run.offload.memory=disk`` the files it refers to stay in the offload folder), removed once
 every child has run. The dense perplexities are ``states/dense.pt``.
 
-States are written in the background (one writer thread, in order): the next step computes while a
-carried state's weights or memory (COPAL's G: 4 bytes per pruned weight) go to disk; a state enters
-the index only once its files are complete, so a job killed mid-write recomputes that state. Reading
-a state back, and the end of the job, wait for pending writes; a failed write (e.g. a full disk) is
-raised in the job at its next save or wait. ``written`` counts files, bytes and writer seconds.
+States are written by a :class:`~copal_exp.writer.BackgroundWriter` while the next step computes; a
+state enters the index only once its files are complete, so a job killed mid-write recomputes it.
+``written`` counts files, bytes, writer seconds and the seconds the job waited.
 
 ``states/index.json`` is the commit record: the configuration (for resume checks) and the size and
 SHA-256 of every file above, the offload files a carry refers to included. A file is part of the
@@ -22,26 +20,15 @@ one stops the job with a message naming it and how to recover, never a bare unpi
 from __future__ import annotations
 
 import hashlib
-import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from copal_exp.errors import IntegrityError
 from copal_exp.offload import file_handles
-from copal_exp.storage import (
-    is_tmp,
-    load_torch,
-    read_json,
-    save_torch,
-    sha256_file,
-    verify_file,
-    write_json,
-)
-
-log = logging.getLogger(__name__)
+from copal_exp.storage import is_tmp, load_torch, read_json, save_torch, sha256_file, verify_file, write_json
+from copal_exp.writer import BackgroundWriter
 
 STATE_DIR = "states"
 INDEX = "index.json"
@@ -69,9 +56,8 @@ class StateStore:
         self.dir = Path(job_dir) / STATE_DIR
         self.index_path = self.dir / INDEX
         self.index: dict[str, Any] | None = None
-        self.written = {"files": 0, "bytes": 0, "writer_seconds": 0.0, "waited_seconds": 0.0}
-        self._writer: ThreadPoolExecutor | None = None
-        self._pending: list[Future] = []
+        self._counts = {"files": 0, "bytes": 0, "writer_seconds": 0.0}
+        self._writer = BackgroundWriter("states-writer")
         self._lock = threading.Lock()
         if self.index_path.is_file():
             self.index = read_json(self.index_path, _recover(self.index_path))
@@ -106,29 +92,18 @@ class StateStore:
         entry = save_torch(obj, self.dir / name)
         if offload:
             entry["offload"] = {p: {"sha256": sha256_file(p), "bytes": Path(p).stat().st_size} for p in offload}
-        self.written["files"] += 1
-        self.written["bytes"] += entry["bytes"]
+        self._counts["files"] += 1
+        self._counts["bytes"] += entry["bytes"]
         return entry
 
-    # -- the background writer ---------------------------------------------------------------------
-    def _submit(self, fn, *args) -> None:
-        self._raise_failed()
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="states-writer")
-        self._pending.append(self._writer.submit(fn, *args))
-
-    def _raise_failed(self) -> None:
-        for future in [f for f in self._pending if f.done()]:
-            self._pending.remove(future)
-            future.result()  # raises the writer's error in the job
+    @property
+    def written(self) -> dict[str, float]:
+        """Files and bytes written so far, the writer's seconds and the seconds the job waited for it."""
+        return {**self._counts, "waited_seconds": self._writer.waited_seconds}
 
     def flush(self) -> None:
         """Wait until every state submitted so far is on disk and in the index."""
-        start = time.perf_counter()
-        pending, self._pending = self._pending, []
-        for future in pending:
-            future.result()
-        self.written["waited_seconds"] += time.perf_counter() - start
+        self._writer.flush()
 
     def _load(self, name: str) -> Any:
         path = self.dir / name
@@ -157,7 +132,7 @@ class StateStore:
             carry = {"weights": step.weights, "memory": memory}
         record = {"key": step.key, "ppl": step.ppl, "masks": step.masks, "sparsity": step.sparsity,
                   "seconds": step.seconds}
-        self._submit(self._write_state, sid, record, carry)
+        self._writer.submit(self._write_state, sid, record, carry)
 
     def _write_state(self, sid: str, record: dict[str, Any], carry: dict[str, Any] | None) -> None:
         start = time.perf_counter()
@@ -167,7 +142,7 @@ class StateStore:
             new[f"{sid}.carry.pt"] = self._save(carry, f"{sid}.carry.pt", offload)
         new[f"{sid}.pt"] = self._save(record, f"{sid}.pt")
         self._commit(new)
-        self.written["writer_seconds"] += time.perf_counter() - start
+        self._counts["writer_seconds"] += time.perf_counter() - start
 
     def load_record(self, key: tuple) -> dict[str, Any] | None:
         """The verified record of one state (evaluations, masks, sparsity), or ``None`` if it was not saved."""
@@ -177,7 +152,7 @@ class StateStore:
 
     def drop_carry(self, key: tuple) -> None:
         """Forget a carry no step needs any more (after its pending write, in order)."""
-        self._submit(self._drop_carry, f"{state_id(key)}.carry.pt")
+        self._writer.submit(self._drop_carry, f"{state_id(key)}.carry.pt")
 
     def _drop_carry(self, name: str) -> None:
         if name in self.index["files"]:

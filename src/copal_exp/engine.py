@@ -3,7 +3,9 @@
 For each decoder layer in turn: hooks on its linears feed the calibration inputs/outputs to the
 method, the method returns new weights and keep masks, and the segments run again through the
 now-pruned layer to give the next layer's inputs, so errors propagate as in SparseGPT and Wanda.
-Only the layer being processed sits on ``device``; the rest and the activations stay on CPU.
+Only the layer being processed visits ``device``; the rest stays on the host, and the activations wait
+where ``activations`` keeps them — unless the whole model is kept on the device for the job
+(``run.resident``), in which case nothing moves.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from copal_exp.capture import capture_layer_inputs, run_layer
 from copal_exp.errors import NonFiniteError
 from copal_exp.masks import PackedMasks
 from copal_exp.methods.registry import Memory, PruningMethod
-from copal_exp.offload import Offloader, discard
+from copal_exp.offload import Offloader, discard, home_device, same_device
 
 
 def synchronize() -> None:
@@ -92,7 +94,10 @@ def prune_model(
         with timer("capture"):
             inputs = capture_layer_inputs(model, segments, device)
     for index, layer in enumerate(tqdm(layers, desc=desc, unit="layer", disable=not progress, leave=False)):
-        layer.to(device)
+        home = home_device(layer)  # the host, or the device itself when the whole model is kept there
+        visiting = not same_device(home, device)
+        if visiting:
+            layer.to(device)
         linears = {sub: lin for sub, lin in find_linears(layer).items()
                    if selection.selects(f"{prefix}.{index}.{sub}", index)}
         stats = {sub: method.new_statistics(weight_matrix(lin)) for sub, lin in linears.items()}
@@ -123,7 +128,8 @@ def prune_model(
                 except NonFiniteError as exc:
                     raise NonFiniteError(f"{desc}: non-finite activations leaving decoder layer {index} ({exc})") from None
                 discard(hidden)
-        layer.to("cpu")
+        if visiting:
+            layer.to(home)
     if inputs is not None:
         discard(inputs.hidden)
     return masks, carried

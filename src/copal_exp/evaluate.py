@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -13,7 +11,7 @@ from tqdm.auto import tqdm
 
 from copal_exp.anatomy import decoder_layers, final_norm, lm_head
 from copal_exp.capture import capture_layer_inputs, run_layer
-from copal_exp.offload import Offloader
+from copal_exp.offload import Offloader, resident
 
 
 @torch.no_grad()
@@ -38,22 +36,6 @@ def window_nll(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1), reduction="sum")
 
 
-@contextmanager
-def resident(model: nn.Module, device) -> Iterator[None]:
-    """Keep ``model`` on ``device`` for the block and put it back where it was afterwards; a no-op
-    when it is already there, so one evaluation round moves a model once, not once per dataset."""
-    where = next(model.parameters()).device
-    target = torch.device(device)
-    if where.type == target.type and (target.index is None or where.index == target.index):
-        yield
-        return
-    model.to(target)
-    try:
-        yield
-    finally:
-        model.to(where)
-
-
 @torch.no_grad()
 def perplexity_layerwise(model: nn.Module, windows: torch.Tensor, device="cpu", progress: bool = False,
                          desc: str = "eval") -> float:
@@ -62,16 +44,12 @@ def perplexity_layerwise(model: nn.Module, windows: torch.Tensor, device="cpu", 
     inputs = capture_layer_inputs(model, windows, device)
     keep = Offloader("cpu")
     for index, layer in enumerate(tqdm(decoder_layers(model), desc=desc, disable=not progress, leave=False)):
-        layer.to(device)
-        inputs.hidden = run_layer(layer, inputs, device, index, keep=keep)
-        layer.to("cpu")
-    norm, head = final_norm(model).to(device), lm_head(model).to(device)
+        with resident(layer, device):
+            inputs.hidden = run_layer(layer, inputs, device, index, keep=keep)
+    norm, head = final_norm(model), lm_head(model)
     total_nll, total_tokens = torch.zeros((), dtype=torch.float64, device=device), 0
-    try:
+    with resident(norm, device), resident(head, device):
         for hidden, row in zip(inputs.hidden, windows.to(device)):
             total_nll += window_nll(head(norm(hidden.to(device))), row.reshape(1, -1))
             total_tokens += row.numel() - 1
-    finally:
-        norm.to("cpu")
-        head.to("cpu")
     return math.exp(total_nll.item() / total_tokens)

@@ -15,8 +15,8 @@ import torch
 
 from copal_exp.data import DatasetSplits
 from copal_exp.errors import IntegrityError, NonFiniteError
-from copal_exp.evaluate import perplexity, perplexity_layerwise, resident
-from copal_exp.offload import return_freed_memory
+from copal_exp.evaluate import perplexity, perplexity_layerwise
+from copal_exp.offload import resident, return_freed_memory
 from copal_exp.paths import dense_cache_dir
 from copal_exp.storage import read_json, write_json
 

@@ -15,7 +15,7 @@ from typing import Any
 #: keys that do not change what a job computes: ignored when a job directory's configuration is compared
 #: (resume), and when a report groups jobs. ``None`` means the whole group.
 NEUTRAL_KEYS: dict[str, tuple[str, ...] | None] = {
-    "run": ("progress", "device", "dense_cache", "offload", "threads"),
+    "run": ("progress", "device", "resident", "dense_cache", "offload", "threads"),
     "logger": None,
     "eval": ("batch_size", "layerwise"),
     "data": ("token_cache", "demo_root"),

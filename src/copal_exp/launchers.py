@@ -9,6 +9,7 @@ by the jobs that run at once; otherwise torch's default (every core).
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
@@ -79,8 +80,6 @@ def job_threads(configured: int | None, launcher: Mapping[str, Any] | None, envi
 def torch_threads(configured: int | None, launcher: Mapping[str, Any] | None) -> Iterator[int]:
     """Run the block with :func:`job_threads` applied to torch, restored afterwards (a job run in-process,
     from a test or a notebook, leaves its caller's setting as it was); yields the thread count in use."""
-    import logging
-
     import torch
 
     threads, why = job_threads(configured, launcher)
@@ -94,19 +93,45 @@ def torch_threads(configured: int | None, launcher: Mapping[str, Any] | None) ->
         torch.set_num_threads(before)
 
 
+def preemption_signal() -> signal.Signals:
+    """The signal submitit's job handler checkpoints and requeues on (``SUBMITIT_PREEMPT_SIGNAL``, else USR2)."""
+    name = os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2").upper()
+    return getattr(signal, name if name.startswith("SIG") else f"SIG{name}", signal.SIGUSR2)
+
+
 @contextmanager
 def sigterm_interrupts():
     """Within the block SIGTERM (SLURM, ``kill``, container runtimes) raises :class:`JobInterrupted`, as
-    Ctrl-C raises ``KeyboardInterrupt``: the job stops between two statements and keeps what it computed."""
+    Ctrl-C raises ``KeyboardInterrupt``: the job stops between two statements and keeps what it computed.
+
+    Except after a preemption: when the cluster's preemption / time-limit signal has reached a handler
+    installed before the block (submitit's, which asks SLURM to requeue the job and then exits), the
+    SIGTERM that SLURM sends for the requeue is ignored, so the job leaves as requeued (its states kept),
+    never as failed — whichever of the requeue's SIGTERM and submitit's exit comes first."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    preempted = threading.Event()
 
     def interrupt(signum, frame):
+        if preempted.is_set():
+            logging.getLogger(__name__).warning("SIGTERM after the preemption signal: the job is being requeued")
+            return
         raise JobInterrupted(signum)
 
+    usr = preemption_signal()
+    on_preemption = signal.getsignal(usr)
+
+    def preemption(signum, frame):
+        preempted.set()
+        on_preemption(signum, frame)
+
     previous = signal.signal(signal.SIGTERM, interrupt)
+    if callable(on_preemption):  # only a handler someone installed (submitit's); never the default action
+        signal.signal(usr, preemption)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if callable(on_preemption):
+            signal.signal(usr, on_preemption)

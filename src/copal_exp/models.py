@@ -42,6 +42,15 @@ def model_config(cfg: dict[str, Any]):
     return AutoConfig.from_pretrained(resolve_path(cfg), revision=cfg.get("revision"))
 
 
+def meta_model(config) -> torch.nn.Module:
+    """The model of ``config`` (a transformers config) with every tensor on the meta device: exact shapes,
+    no memory (for the memory plan)."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
 def tiny_llama_config(cfg: dict[str, Any]):
     from transformers import LlamaConfig
 

@@ -8,7 +8,10 @@ lazily, so host memory holds only the layer being processed.
 
 from __future__ import annotations
 
+import itertools
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -56,6 +59,35 @@ class Offloader:
 def file_handles(handles) -> list[str]:
     """The handles that are files (tensors offloaded to disk)."""
     return [h for h in handles if isinstance(h, str)]
+
+
+def home_device(module: torch.nn.Module) -> torch.device | None:
+    """Where ``module``'s first parameter (or buffer) lives; ``None`` when it holds no tensor."""
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        return tensor.device
+    return None
+
+
+def same_device(where: torch.device | None, device) -> bool:
+    """Whether tensors on ``where`` are already on ``device`` (``cuda`` matches any ``cuda:N``)."""
+    target = torch.device(device)
+    return where is None or (where.type == target.type and (target.index is None or where.index == target.index))
+
+
+@contextmanager
+def resident(module: torch.nn.Module, device) -> Iterator[None]:
+    """Keep ``module`` on ``device`` for the block and put it back where it was afterwards; a no-op when it
+    is already there: a model kept on the GPU for the whole job (``run.resident``) is never moved, and one
+    evaluation round moves a host-held model once, not once per dataset."""
+    where = home_device(module)
+    if same_device(where, device):
+        yield
+        return
+    module.to(device)
+    try:
+        yield
+    finally:
+        module.to(where)
 
 
 def discard(handles) -> None:

@@ -34,6 +34,26 @@ class Plan:
         return {key: n - sum(1 for child, parent in self.parents.items() if parent == key and child in done)
                 for key, n in self.children.items()}
 
+    def peak_carries(self) -> int:
+        """Most carried states (weights or memory) alive at once, the one being built included, when the
+        states are computed in order and each parent is released after its last child."""
+        live: dict[tuple, int] = {}
+        peak, done = 0, set()
+        for keys in self.keys:
+            for key in keys:
+                if key in done:
+                    continue
+                peak = max(peak, len(live) + 1)
+                done.add(key)
+                if self.children.get(key):
+                    live[key] = self.children[key]
+                parent = self.parents.get(key)
+                if parent in live:
+                    live[parent] -= 1
+                    if live[parent] == 0:
+                        del live[parent]
+        return peak
+
     @property
     def final_keys(self) -> list[tuple]:
         return [row[-1] for row in self.keys]

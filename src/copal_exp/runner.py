@@ -24,6 +24,7 @@ from copal_exp.engine import PhaseTimer, prune_model
 from copal_exp.evaluator import Evaluator
 from copal_exp.inputs import load_job_data, offload_folder, resolve_device
 from copal_exp.methods import Memory, build_method
+from copal_exp.memory_plan import activations_place
 from copal_exp.metrics import sparsity_report
 from copal_exp.offload import Offloader, return_freed_memory
 from copal_exp.plan import Plan, make_plan
@@ -45,7 +46,7 @@ class Experiment:
     """One Hydra job: a model, a method, a pattern and one or more dataset orders."""
 
     def __init__(self, settings: Settings, model, tokenizer, on_progress=None, store: StateStore | None = None,
-                 initial_memory: Memory | None = None, keep_final_state: bool = False):
+                 initial_memory: Memory | None = None, keep_final_state: bool = False, resident: bool = False):
         self.settings = settings
         self.model, self.tokenizer = model, tokenizer
         self.device = resolve_device(settings.run.get("device", "auto"))
@@ -57,7 +58,12 @@ class Experiment:
         self.keep_final_state = keep_final_state
         self.method = build_method(settings.method, settings.pattern, **settings.method_options)
         self.selection = Selection.from_config(settings.resolved.get("prune"))
-        self.cache = StateCache(prunable_linears(model, self.selection), store)
+        self.cache = StateCache(prunable_linears(model, self.selection), store)  # dense copy on the host
+        # the memory plan's decision: the whole model stays on the GPU for the job, so no layer and no evaluation
+        # round moves it (on a CPU it is always there)
+        self.resident = resident
+        if resident:
+            model.to(self.device)
         self.plan: Plan | None = None
         self.results: dict[str, Any] = {}
 
@@ -110,7 +116,7 @@ class Experiment:
         plan = self.plan = make_plan(s.orders, method.carries_memory or sequential, bool(s.run.get("planner", True)))
         offload = s.run.get("offload") or {}
         folder = offload_folder(offload.get("dir"), self.store.dir.parent if self.store else None)
-        activations = Offloader(offload.get("activations", "cpu"), self.device, folder / "activations")
+        activations = Offloader(activations_place(s, self.resident), self.device, folder / "activations")
         memory_store = Offloader(offload.get("memory", "cpu"), self.device, folder / "memory")
         resumed = self.results["resumed_states"] = self.cache.resume(plan)
         if resumed:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 PLACES = ("device", "cpu", "disk")
+ACTIVATION_PLACES = ("auto", *PLACES)
 
 
 def key(default: Any, doc: str, **limits: Any) -> Any:
@@ -65,7 +66,8 @@ class StateConfig:
 @dataclass
 class OffloadConfig:
     memory: str = key("cpu", "where a method's memory waits between steps (COPAL's G)", choices=PLACES)
-    activations: str = key("cpu", "where calibration activations wait between layers", choices=PLACES)
+    activations: str = key("auto", "where calibration activations wait between layers; auto = on the device when the "
+                                   "model is kept there (run.resident), else cpu", choices=ACTIVATION_PLACES)
     dir: Optional[str] = key(None, "folder for disk offload; null = <job dir>/offload")
 
 
@@ -73,6 +75,9 @@ class OffloadConfig:
 class RunConfig:
     device: str = key("auto", "auto = cuda when available, else cpu; or cpu, cuda, cuda:N")
     planner: bool = key(True, "compute each distinct model state once (false: every order from scratch)")
+    resident: Optional[bool] = key(None, "keep the whole model on the device for the job (no layer moves, no copy "
+                                         "per evaluation): null = when the memory plan fits it on the GPU; false = one "
+                                         "decoder layer at a time (CUDA only: on a CPU the model is always there)")
     offload: OffloadConfig = field(default_factory=OffloadConfig)
     dense_cache: bool = key(True, "reuse dense perplexities across jobs ($COPAL_CACHE_DIR/dense)")
     progress: bool = key(True, "tqdm bars: permutation, step, layer")

@@ -50,10 +50,8 @@ def discard_memory(memory: Memory | None) -> None:
     discard(memory_files(memory))
 
 
-
-
-def _restore(record: dict[str, Any], carry: dict[str, Any] | None) -> ModelState:
-    # the masks stay in states/ (read back per pair of states that needs a mask change)
+def restore_state(record: dict[str, Any], carry: dict[str, Any] | None) -> ModelState:
+    """A saved state as read back from ``states/``; its masks stay there (read per pair that needs a mask change)."""
     state = ModelState(tuple(record["key"]), record["ppl"], None, record["sparsity"], record["seconds"])
     if carry is not None:
         state.weights = carry["weights"]
@@ -61,10 +59,15 @@ def _restore(record: dict[str, Any], carry: dict[str, Any] | None) -> ModelState
     return state
 
 
+def host_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy in host memory (the weights a step starts from wait there, whichever device the model is on)."""
+    return tensor.detach().to("cpu", copy=True)
+
+
 class StateCache:
     def __init__(self, linears: dict[str, torch.nn.Linear], store: StateStore | None):
         self.linears = linears
-        self.dense = {name: lin.weight.data.clone() for name, lin in linears.items()}
+        self.dense = {name: host_copy(lin.weight.data) for name, lin in linears.items()}
         self.sizes = {name: w.numel() for name, w in self.dense.items()}
         self.store = store
         self.states: dict[tuple, ModelState] = {}
@@ -73,7 +76,7 @@ class StateCache:
 
     def resume(self, plan: Plan) -> int:
         """Restore the states the job directory holds (verified); returns how many belong to ``plan``."""
-        saved = self.store.load_all(_restore) if self.store else {}
+        saved = self.store.load_all(restore_state) if self.store else {}
         self.states = {key: state for key, state in saved.items() if key in plan.parents}
         self.children_left = plan.children_left(set(self.states))
         return len(self.states)
@@ -87,7 +90,7 @@ class StateCache:
     def add(self, state: ModelState, keep_weights: bool, memory: Memory | None, keep_carry: bool) -> None:
         """Record a completed state, with what its children start from when ``keep_carry``; save it."""
         if keep_carry:
-            state.weights = {n: lin.weight.data.clone() for n, lin in self.linears.items()} if keep_weights else None
+            state.weights = {n: host_copy(lin.weight.data) for n, lin in self.linears.items()} if keep_weights else None
             state.memory = memory
         else:
             discard_memory(memory)
