@@ -59,3 +59,21 @@ def test_a_job_records_its_checkpoints(tmp_path, data_root):
     written = results["checkpoints"]
     assert written["files"] >= 3 * 2 and written["bytes"] > 0  # three states, two with a carried G
     assert written["writer_seconds"] > 0 and written["waited_seconds"] >= 0
+
+
+def test_a_checkpoint_file_is_saved_without_the_zip_crc_and_still_verified(tmp_path):
+    """``save_torch`` turns the zip container's CRC-32 off for its call only (the file's SHA-256 guards it):
+    the file loads back equal, torch's global option is as it was, and a flipped byte is still caught."""
+    from copal_exp.errors import IntegrityError
+    from copal_exp.storage import load_torch, save_torch
+
+    g = torch.rand(64, 64)
+    before = torch.serialization.get_crc32_options()
+    entry = save_torch({"g": g}, tmp_path / "x.pt")
+    assert torch.serialization.get_crc32_options() == before
+    assert torch.equal(load_torch(tmp_path / "x.pt", entry, "recompute it")["g"], g)
+    data = bytearray((tmp_path / "x.pt").read_bytes())
+    data[len(data) // 2] ^= 1
+    (tmp_path / "x.pt").write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="SHA-256"):
+        load_torch(tmp_path / "x.pt", entry, "recompute it")
