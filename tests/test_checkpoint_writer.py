@@ -77,38 +77,3 @@ def test_a_checkpoint_file_is_saved_without_the_zip_crc_and_still_verified(tmp_p
     (tmp_path / "x.pt").write_bytes(bytes(data))
     with pytest.raises(IntegrityError, match="SHA-256"):
         load_torch(tmp_path / "x.pt", entry, "recompute it")
-
-
-def test_the_checksum_hashed_beside_the_writing_is_the_files_sha256(tmp_path, monkeypatch):
-    """Large writes are hashed by a second thread on a copy: the digest must be that of the file's bytes in
-    order, even when the caller reuses its buffer right after each write (as serialisers do) and the
-    hashing lags behind (made slow here)."""
-    import hashlib
-    import time
-
-    import copal_exp.storage as storage
-    from copal_exp.storage import HASH_IN_THREAD, atomic_file
-
-    real = hashlib.sha256
-
-    class SlowSha256:
-        def __init__(self):
-            self.inner = real()
-
-        def update(self, data):
-            time.sleep(0.02)
-            self.inner.update(data)
-
-        def hexdigest(self):
-            return self.inner.hexdigest()
-
-    monkeypatch.setattr(storage.hashlib, "sha256", SlowSha256)
-
-    buffer = bytearray(3 * HASH_IN_THREAD + 7)
-    with atomic_file(tmp_path / "f.bin") as fh:
-        for i in range(6):
-            buffer[:] = bytes([i]) * len(buffer)  # the same buffer, overwritten after every write
-            fh.write(memoryview(buffer))
-            fh.write(b"small %d" % i)  # small writes queue behind the large ones
-    assert fh.hexdigest() == real((tmp_path / "f.bin").read_bytes()).hexdigest()
-    assert fh.bytes == (tmp_path / "f.bin").stat().st_size

@@ -13,7 +13,6 @@ import errno
 import hashlib
 import json
 import os
-import queue
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +22,6 @@ from copal_exp.errors import IntegrityError, StorageError
 
 TMP_SUFFIX = ".tmp"
 CHUNK = 1 << 22
-HASH_IN_THREAD = 1 << 20  # writes from this size on are hashed beside the writing
-HASH_QUEUE = 2
 _SAVE_LOCK = threading.Lock()
 
 
@@ -38,54 +35,28 @@ def is_tmp(path: Path) -> bool:
 
 
 class HashingWriter:
-    """A binary file wrapper that hashes what passes through and remembers an I/O error.
-
-    Large writes are hashed by a second thread while the caller goes on serialising and writing (SHA-256
-    releases the GIL), on a copy, since the caller may reuse its buffer once ``write`` returns; chunks
-    are hashed in the order written, at most :data:`HASH_QUEUE` of them waiting."""
+    """A binary file wrapper that hashes what passes through and remembers an I/O error."""
 
     def __init__(self, fh):
         self.fh = fh
         self.digest = hashlib.sha256()
         self.bytes = 0
         self.error: OSError | None = None
-        self._queue: queue.Queue | None = None
-        self._hasher: threading.Thread | None = None
 
     def write(self, data) -> int:
-        size = memoryview(data).nbytes
-        if self._queue is None and size >= HASH_IN_THREAD:
-            self._queue = queue.Queue(maxsize=HASH_QUEUE)
-            self._hasher = threading.Thread(target=self._hash_queued, name="sha256", daemon=True)
-            self._hasher.start()
-        if self._queue is not None:
-            self._queue.put(bytes(data))  # hashed while this chunk goes to the file and the caller goes on
-        else:
-            self.digest.update(data)
         try:
             written = self.fh.write(data)
         except OSError as exc:
             self.error = exc
             raise
-        self.bytes += size
+        self.digest.update(data)
+        self.bytes += len(data)
         return written
-
-    def _hash_queued(self) -> None:
-        while (chunk := self._queue.get()) is not None:
-            self.digest.update(chunk)
 
     def flush(self) -> None:
         self.fh.flush()
 
-    def finish(self) -> None:
-        """Wait until every chunk written so far is hashed."""
-        if self._hasher is not None:
-            self._queue.put(None)
-            self._hasher.join()
-            self._queue = self._hasher = None
-
     def hexdigest(self) -> str:
-        self.finish()
         return self.digest.hexdigest()
 
 
@@ -114,8 +85,6 @@ def atomic_file(path: str | Path) -> Iterator[HashingWriter]:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
-        if writer is not None:
-            writer.finish()
         tmp.unlink(missing_ok=True)
         cause = writer.error if writer is not None and writer.error is not None else exc
         if isinstance(cause, OSError) and not isinstance(cause, StorageError):
