@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from copal_exp.anatomy import prunable_linears  # noqa: E402
 from copal_exp.engine import PhaseTimer, prune_model  # noqa: E402
+from copal_exp.machine import peak_rss_bytes, rss_bytes  # noqa: E402
 from copal_exp.evaluate import perplexity, perplexity_layerwise  # noqa: E402
 from copal_exp.masks import Pattern  # noqa: E402
 from copal_exp.methods import build_method  # noqa: E402
@@ -73,15 +73,11 @@ def machine(device: str) -> dict:
 
 
 def rss_gib() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 2**20, 2)
-    return float("nan")
+    return round(rss_bytes() / 2**30, 2)
 
 
 def peak_rss_gib() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
+    return round(peak_rss_bytes() / 2**30, 2)
 
 
 def build_model(layers: int, dtype: torch.dtype, device: str):

@@ -31,7 +31,7 @@ from copal_exp.capture import capture_layer_inputs, run_layer
 from copal_exp.errors import NonFiniteError
 from copal_exp.masks import PackedMasks
 from copal_exp.methods.registry import Memory, PruningMethod
-from copal_exp.offload import Offloader, discard, home_device, same_device
+from copal_exp.offload import Offloader, discard, resident
 
 
 def synchronize() -> None:
@@ -94,42 +94,37 @@ def prune_model(
         with timer("capture"):
             inputs = capture_layer_inputs(model, segments, device)
     for index, layer in enumerate(tqdm(layers, desc=desc, unit="layer", disable=not progress, leave=False)):
-        home = home_device(layer)  # the host, or the device itself when the whole model is kept there
-        visiting = not same_device(home, device)
-        if visiting:
-            layer.to(device)
-        linears = {sub: lin for sub, lin in find_linears(layer).items()
-                   if selection.selects(f"{prefix}.{index}.{sub}", index)}
-        stats = {sub: method.new_statistics(weight_matrix(lin)) for sub, lin in linears.items()}
-        if inputs is not None:
-            with timer("statistics"):
-                handles = [lin.register_forward_hook(_stats_hook(method, stats, sub)) for sub, lin in linears.items()]
-                try:
-                    run_layer(layer, inputs, device, index)
-                finally:
-                    for handle in handles:
-                        handle.remove()
-        for sub, lin in linears.items():
-            name = f"{prefix}.{index}.{sub}"
-            with timer("masks"):  # scores and mask selection (SparseGPT: also its OBS weight update)
-                before = previous.tensors.get(name)
-                before = None if before is None else Offloader.load(before, lin.weight.device)
-                new_weight, keep, after = method.prune(name, weight_matrix(lin), stats.pop(sub), before)
-                if carried is not None:
-                    carried.tensors[name] = memory_store.store(after, name)
-            with timer("update"):
-                set_weight_matrix(lin, new_weight)
-                masks.add(name, keep)
-        if inputs is not None and index + 1 < len(layers):
-            with timer("propagation"):
-                hidden = inputs.hidden
-                try:
-                    inputs.hidden = run_layer(layer, inputs, device, index, keep=activations)
-                except NonFiniteError as exc:
-                    raise NonFiniteError(f"{desc}: non-finite activations leaving decoder layer {index} ({exc})") from None
-                discard(hidden)
-        if visiting:
-            layer.to(home)
+        with resident(layer, device):  # a host-held layer visits the device; a model kept there stays
+            linears = {sub: lin for sub, lin in find_linears(layer).items()
+                       if selection.selects(f"{prefix}.{index}.{sub}", index)}
+            stats = {sub: method.new_statistics(weight_matrix(lin)) for sub, lin in linears.items()}
+            if inputs is not None:
+                with timer("statistics"):
+                    handles = [lin.register_forward_hook(_stats_hook(method, stats, sub)) for sub, lin in linears.items()]
+                    try:
+                        run_layer(layer, inputs, device, index)
+                    finally:
+                        for handle in handles:
+                            handle.remove()
+            for sub, lin in linears.items():
+                name = f"{prefix}.{index}.{sub}"
+                with timer("masks"):  # scores and mask selection (SparseGPT: also its OBS weight update)
+                    before = previous.tensors.get(name)
+                    before = None if before is None else Offloader.load(before, lin.weight.device)
+                    new_weight, keep, after = method.prune(name, weight_matrix(lin), stats.pop(sub), before)
+                    if carried is not None:
+                        carried.tensors[name] = memory_store.store(after, name)
+                with timer("update"):
+                    set_weight_matrix(lin, new_weight)
+                    masks.add(name, keep)
+            if inputs is not None and index + 1 < len(layers):
+                with timer("propagation"):
+                    hidden = inputs.hidden
+                    try:
+                        inputs.hidden = run_layer(layer, inputs, device, index, keep=activations)
+                    except NonFiniteError as exc:
+                        raise NonFiniteError(f"{desc}: non-finite activations leaving decoder layer {index} ({exc})") from None
+                    discard(hidden)
     if inputs is not None:
         discard(inputs.hidden)
     return masks, carried

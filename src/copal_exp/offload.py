@@ -68,19 +68,13 @@ def home_device(module: torch.nn.Module) -> torch.device | None:
     return None
 
 
-def same_device(where: torch.device | None, device) -> bool:
-    """Whether tensors on ``where`` are already on ``device`` (``cuda`` matches any ``cuda:N``)."""
-    target = torch.device(device)
-    return where is None or (where.type == target.type and (target.index is None or where.index == target.index))
-
-
 @contextmanager
 def resident(module: torch.nn.Module, device) -> Iterator[None]:
     """Keep ``module`` on ``device`` for the block and put it back where it was afterwards; a no-op when it
     is already there: a model kept on the GPU for the whole job (``run.resident``) is never moved, and one
     evaluation round moves a host-held model once, not once per dataset."""
-    where = home_device(module)
-    if same_device(where, device):
+    where, target = home_device(module), torch.device(device)  # ``cuda`` matches any ``cuda:N``
+    if where is None or (where.type == target.type and target.index in (None, where.index)):
         yield
         return
     module.to(device)

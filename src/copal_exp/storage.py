@@ -105,22 +105,19 @@ def write_text(path: str | Path, text: str) -> str:
 def save_torch(obj: Any, path: str | Path) -> dict[str, Any]:
     """``torch.save`` atomically; returns ``{"sha256", "bytes"}`` of what was written.
 
-    The zip container's own CRC-32 of every record is turned off for the call (restored after; one save at
-    a time): the SHA-256 computed here covers the whole file and is verified on every read, and the CRC
-    made ``torch.save`` about twice as slow on large tensors (bench/README.md, "Checkpoints")."""
+    The zip container's own CRC-32 of every record is turned off for the call (restored after): the
+    SHA-256 computed here covers the whole file and is verified on every read, and the CRC made
+    ``torch.save`` about twice as slow on large tensors (bench/README.md, "Checkpoints")."""
     import torch
 
-    serialization = torch.serialization
-    with _SAVE_LOCK:
-        crc = serialization.get_crc32_options() if hasattr(serialization, "get_crc32_options") else None
-        if crc is not None:
-            serialization.set_crc32_options(False)
+    with _SAVE_LOCK:  # the option is global to torch: one save at a time sets and restores it
+        crc = torch.serialization.get_crc32_options()
+        torch.serialization.set_crc32_options(False)
         try:
             with atomic_file(path) as fh:
                 torch.save(obj, fh)
         finally:
-            if crc is not None:
-                serialization.set_crc32_options(crc)
+            torch.serialization.set_crc32_options(crc)
     return {"sha256": fh.hexdigest(), "bytes": fh.bytes}
 
 
