@@ -33,13 +33,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from copal_exp.anatomy import prunable_linears  # noqa: E402
-from copal_exp.engine import PhaseTimer, prune_model  # noqa: E402
-from copal_exp.machine import peak_rss_bytes, rss_bytes  # noqa: E402
-from copal_exp.evaluate import perplexity, perplexity_layerwise  # noqa: E402
-from copal_exp.masks import Pattern  # noqa: E402
-from copal_exp.methods import build_method  # noqa: E402
-from copal_exp.offload import Offloader  # noqa: E402
+from copal_exp.evaluation.perplexity import perplexity, perplexity_layerwise  # noqa: E402
+from copal_exp.io.offload import Offloader  # noqa: E402
+from copal_exp.models.anatomy import prunable_linears  # noqa: E402
+from copal_exp.protocol.memory import peak_rss_bytes, rss_bytes  # noqa: E402
+from copal_exp.pruning.engine import PhaseTimer, prune_model  # noqa: E402
+from copal_exp.pruning.masks import Pattern  # noqa: E402
+from copal_exp.pruning.methods import build_method  # noqa: E402
 
 LLAMA_7B = {"vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008, "num_attention_heads": 32,
             "num_key_value_heads": 32, "max_position_embeddings": 2048, "rms_norm_eps": 1e-6}

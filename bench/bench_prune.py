@@ -21,15 +21,15 @@ from pathlib import Path
 
 import torch
 
-from copal_exp.anatomy import decoder_layers, find_linears
-from copal_exp.capture import capture_layer_inputs, run_layer
 from copal_exp.data import load_dataset_splits
-from copal_exp.engine import PhaseTimer, prune_model
-from copal_exp.evaluate import perplexity
-from copal_exp.masks import Pattern
-from copal_exp.methods import build_method
-from copal_exp.methods.sparsegpt import accumulate_hessian, sparsify_weight
-from copal_exp.models import load_model
+from copal_exp.evaluation.perplexity import perplexity
+from copal_exp.models.anatomy import decoder_layers, find_linears
+from copal_exp.models.loading import load_model
+from copal_exp.pruning.capture import capture_layer_inputs, run_layer
+from copal_exp.pruning.engine import PhaseTimer, prune_model
+from copal_exp.pruning.masks import Pattern
+from copal_exp.pruning.methods import build_method
+from copal_exp.pruning.methods.sparsegpt import accumulate_hessian, sparsify_weight
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("COPAL_DATA_DIR", ROOT.parent / "shared" / "data"))
@@ -60,7 +60,7 @@ def floor_passes(model, segments) -> float:
 
 
 def _cpu():
-    from copal_exp.offload import Offloader
+    from copal_exp.io.offload import Offloader
 
     return Offloader("cpu")
 

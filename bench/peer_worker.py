@@ -20,14 +20,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from copal_exp.anatomy import prunable_linears  # noqa: E402
-from copal_exp.evaluate import perplexity  # noqa: E402
+from copal_exp.evaluation.perplexity import perplexity  # noqa: E402
+from copal_exp.models.anatomy import prunable_linears  # noqa: E402
 
 
 def prune_with_copal_exp(model, segments, method, pattern):
-    from copal_exp.engine import prune_model
-    from copal_exp.masks import Pattern
-    from copal_exp.methods import build_method
+    from copal_exp.pruning.engine import prune_model
+    from copal_exp.pruning.masks import Pattern
+    from copal_exp.pruning.methods import build_method
 
     parsed = Pattern.parse("nm", n=2, m=4) if pattern == "2:4" else Pattern.parse("unstructured", 0.5)
     prune_model(model, segments, build_method(method, parsed), progress=False)

@@ -40,7 +40,7 @@ def compose(overrides: list[str]):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    import copal_exp.config  # noqa: F401 - registers every method as a `method=` option
+    import copal_exp.protocol.settings  # noqa: F401 - registers every method as a `method=` option
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=overrides)
@@ -49,7 +49,7 @@ def compose(overrides: list[str]):
 @pytest.fixture(autouse=True)
 def _fresh_wandb_state():
     """W&B's per-process memory (turned off after a failure, server reachability) starts empty in every test."""
-    from copal_exp import tracking
+    from copal_exp.protocol import tracking
 
     tracking._disabled = None
     tracking._reachable.clear()

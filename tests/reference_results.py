@@ -46,7 +46,7 @@ def run_reference_jobs(data_root: Path, workdir: Path) -> dict:
     sys.path.insert(0, str(HERE))
     from conftest import TINY, compose
 
-    from copal_exp.__main__ import run_job
+    from copal_exp.protocol.job import run_job
 
     out = {}
     for name, overrides in JOBS.items():

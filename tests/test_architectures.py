@@ -6,14 +6,14 @@ exactly the inputs a full forward pass gives it, layer-wise evaluation equals fu
 import pytest
 import torch
 
-from copal_exp.anatomy import decoder_layers, prunable_linears
-from copal_exp.capture import capture_layer_inputs, run_layer
-from copal_exp.engine import prune_model
-from copal_exp.evaluate import perplexity, perplexity_layerwise
-from copal_exp.masks import Pattern
-from copal_exp.methods import build_method
-from copal_exp.metrics import sparsity_report
-from copal_exp.offload import Offloader
+from copal_exp.evaluation.perplexity import perplexity, perplexity_layerwise
+from copal_exp.io.offload import Offloader
+from copal_exp.metrics.transfer import sparsity_report
+from copal_exp.models.anatomy import decoder_layers, prunable_linears
+from copal_exp.pruning.capture import capture_layer_inputs, run_layer
+from copal_exp.pruning.engine import prune_model
+from copal_exp.pruning.masks import Pattern
+from copal_exp.pruning.methods import build_method
 
 SEQLEN, WINDOW = 48, 8  # every sliding window is shorter than the sequence
 LAYER_TYPES = ["sliding_attention", "sliding_attention", "full_attention", "sliding_attention"]
@@ -101,8 +101,8 @@ def test_a_50_percent_step_reaches_50_percent(family):
 def test_what_is_pruned_can_be_restricted_and_is_recorded(tmp_path, data_root):
     from conftest import TINY, compose
 
-    from copal_exp.__main__ import run_job
-    from copal_exp.models import build_tiny_llama
+    from copal_exp.models.loading import build_tiny_llama
+    from copal_exp.protocol.job import run_job
 
     results = run_job(compose([*TINY, f"data.root={data_root}", "method=wanda", "order=given",
                                "prune.targets=[mlp]", "prune.ignore=[down_proj]", "prune.min_layer=1"]), tmp_path)
@@ -114,7 +114,7 @@ def test_what_is_pruned_can_be_restricted_and_is_recorded(tmp_path, data_root):
     # the engine leaves every other linear as it was
     model, _ = build_tiny_llama({"num_layers": 2})
     before = {n: lin.weight.clone() for n, lin in prunable_linears(model).items()}
-    from copal_exp.anatomy import Selection
+    from copal_exp.models.anatomy import Selection
 
     selection = Selection(targets=("mlp",), ignore=("down_proj",), min_layer=1)
     masks, _ = prune_model(model, torch.randint(0, 256, (2, 16)), build_method("wanda", Pattern.parse(
@@ -127,11 +127,11 @@ def test_what_is_pruned_can_be_restricted_and_is_recorded(tmp_path, data_root):
 def test_a_model_with_nothing_to_prune_is_refused(tmp_path, data_root, monkeypatch):
     from conftest import TINY, compose
 
-    import copal_exp.anatomy
-    from copal_exp.__main__ import run_job
+    import copal_exp.models.anatomy
     from copal_exp.errors import ConfigError
+    from copal_exp.protocol.job import run_job
 
-    monkeypatch.setattr(copal_exp.anatomy, "find_linears", lambda module: {})
+    monkeypatch.setattr(copal_exp.models.anatomy, "find_linears", lambda module: {})
     with pytest.raises(ConfigError, match="no nn.Linear or Conv1D inside its decoder layers"):
         run_job(compose([*TINY, f"data.root={data_root}", "method=wanda"]), tmp_path)
     assert not (tmp_path / "results.json").exists() or "complete" not in (tmp_path / "results.json").read_text()

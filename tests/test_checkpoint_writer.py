@@ -7,11 +7,11 @@ import pytest
 import torch
 from conftest import TINY, compose
 
-import copal_exp.checkpoint as checkpoint
-from copal_exp.__main__ import run_job
-from copal_exp.checkpoint import StateStore
-from copal_exp.methods import Memory
-from copal_exp.states import ModelState
+import copal_exp.io.checkpoint as checkpoint
+from copal_exp.io.checkpoint import StateStore
+from copal_exp.protocol.job import run_job
+from copal_exp.protocol.states import ModelState
+from copal_exp.pruning.methods import Memory
 
 
 def state(key, g):
@@ -65,7 +65,7 @@ def test_a_checkpoint_file_is_saved_without_the_zip_crc_and_still_verified(tmp_p
     """``save_torch`` turns the zip container's CRC-32 off for its call only (the file's SHA-256 guards it):
     the file loads back equal, torch's global option is as it was, and a flipped byte is still caught."""
     from copal_exp.errors import IntegrityError
-    from copal_exp.storage import load_torch, save_torch
+    from copal_exp.io.storage import load_torch, save_torch
 
     g = torch.rand(64, 64)
     before = torch.serialization.get_crc32_options()

@@ -10,8 +10,8 @@ import time
 import pytest
 from conftest import compose
 
-from copal_exp.config import ConfigError, validate
-from copal_exp.launchers import normalise_argv
+from copal_exp.protocol.launchers import normalise_argv
+from copal_exp.protocol.settings import ConfigError, validate
 
 
 def test_config_groups_compose():
@@ -108,8 +108,8 @@ def test_every_config_key_is_documented_in_the_readme():
 
     from conftest import REPO
 
-    from copal_exp import schema
-    from copal_exp.methods import METHODS
+    from copal_exp.config import schema
+    from copal_exp.pruning.methods import METHODS
 
     readme = (REPO / "README.md").read_text()
     keys = [f"{name}.{f.name}" for name, cls in schema.SECTIONS.items() for f in dataclasses.fields(cls)

@@ -7,10 +7,10 @@ import json
 import pytest
 from conftest import TINY, compose
 
-from copal_exp.__main__ import run_job
-from copal_exp.config import validate
 from copal_exp.data.custom import load_custom
 from copal_exp.errors import ConfigError, DataError
+from copal_exp.protocol.job import run_job
+from copal_exp.protocol.settings import validate
 
 DOCS = [(f"Document {i}: the court held that clause {i} of the contract was void. " * 6).strip() for i in range(20)]
 

@@ -13,8 +13,8 @@ from copal_exp.data import (
     load_text,
 )
 from copal_exp.data.recipes import evaluation_tokens
+from copal_exp.data.tokens import ByteTokenizer, encode
 from copal_exp.errors import DataError
-from copal_exp.tokens import ByteTokenizer, encode
 
 TOK = ByteTokenizer()
 
@@ -85,7 +85,7 @@ def test_token_cache_keys_on_tokenizer_and_text(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from copal_exp.tokens import encode_cached
+    from copal_exp.data.tokens import encode_cached
 
     def make(vocab):
         tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))

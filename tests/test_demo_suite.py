@@ -6,7 +6,7 @@ import pytest
 
 from copal_exp.data.demo_suite import DEMO_DATASETS, DEMO_SOURCES, ensure_demo_dataset
 from copal_exp.data.sources import load_text
-from copal_exp.paths import demo_data_dir
+from copal_exp.io.paths import demo_data_dir
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import math
 import pytest
 from conftest import compose
 
-from copal_exp.__main__ import run_job
+from copal_exp.protocol.job import run_job
 
 pytestmark = pytest.mark.slow
 

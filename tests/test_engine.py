@@ -5,12 +5,12 @@ import copy
 import pytest
 import torch
 
-from copal_exp.anatomy import decoder_layers, find_linears, prunable_linears
-from copal_exp.capture import capture_layer_inputs
-from copal_exp.engine import prune_model
-from copal_exp.masks import Pattern
-from copal_exp.methods import build_method
-from copal_exp.models import build_tiny_llama
+from copal_exp.models.anatomy import decoder_layers, find_linears, prunable_linears
+from copal_exp.models.loading import build_tiny_llama
+from copal_exp.pruning.capture import capture_layer_inputs
+from copal_exp.pruning.engine import prune_model
+from copal_exp.pruning.masks import Pattern
+from copal_exp.pruning.methods import build_method
 
 TINY = {"hidden_size": 64, "intermediate_size": 128, "num_layers": 3, "num_heads": 4, "num_kv_heads": 2,
         "context": 128, "init_seed": 1}
@@ -74,7 +74,7 @@ def test_capture_records_layer_kwargs_and_never_prunes_embeddings():
 
 
 def test_layerwise_evaluation_equals_full_forward():
-    from copal_exp.evaluate import perplexity, perplexity_layerwise
+    from copal_exp.evaluation.perplexity import perplexity, perplexity_layerwise
 
     model, _ = build_tiny_llama(TINY)
     windows = torch.randint(0, 256, (3, 40))
@@ -88,7 +88,7 @@ def test_evaluation_is_exact_and_syncs_once_per_dataset(monkeypatch):
 
     import torch.nn.functional as F
 
-    from copal_exp.evaluate import perplexity, perplexity_layerwise
+    from copal_exp.evaluation.perplexity import perplexity, perplexity_layerwise
 
     model, _ = build_tiny_llama(TINY)
     windows = torch.randint(0, 256, (5, 24))
@@ -111,8 +111,8 @@ def test_evaluation_round_moves_the_model_once(monkeypatch):
     """``resident`` moves the model for the whole round; inside it ``perplexity`` moves nothing."""
     from torch import nn
 
-    from copal_exp.evaluate import perplexity
-    from copal_exp.offload import resident
+    from copal_exp.evaluation.perplexity import perplexity
+    from copal_exp.io.offload import resident
 
     model, _ = build_tiny_llama(TINY)
     windows = torch.randint(0, 256, (2, 24))
@@ -131,7 +131,7 @@ def test_a_model_already_on_the_compute_device_is_never_moved(monkeypatch):
     layer at a time) is the default everywhere else in these tests."""
     from torch import nn
 
-    from copal_exp.evaluate import perplexity, perplexity_layerwise
+    from copal_exp.evaluation.perplexity import perplexity, perplexity_layerwise
 
     model, _ = build_tiny_llama(TINY)
     segments, windows = torch.randint(0, 256, (2, 16)), torch.randint(0, 256, (2, 16))

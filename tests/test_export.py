@@ -7,9 +7,9 @@ import json
 import pytest
 from conftest import TINY, compose
 
-from copal_exp.__main__ import run_job
-from copal_exp.export import export, verify
-from copal_exp.masks import unpack_mask
+from copal_exp.protocol.export import export, verify
+from copal_exp.protocol.job import run_job
+from copal_exp.pruning.masks import unpack_mask
 
 
 @pytest.mark.parametrize("method,step", [("wanda", None), ("copal", 1), ("sparsegpt", None)])

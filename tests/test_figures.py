@@ -7,7 +7,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-from copal_exp.figures import _text_colour, heatmaps, matrix_figure  # noqa: E402
+from copal_exp.metrics.heatmap import _text_colour, matrix_figure  # noqa: E402
+from copal_exp.reporting.figures import heatmaps  # noqa: E402
 
 DATASETS = ["wikitext2", "ptb", "c4"]
 DENSE = {"wikitext2": 10.0, "ptb": 40.0, "c4": 20.0}

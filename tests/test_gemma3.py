@@ -8,9 +8,9 @@ import pytest
 import torch
 from conftest import compose
 
-from copal_exp.__main__ import run_job
-from copal_exp.evaluate import perplexity, perplexity_layerwise
-from copal_exp.models import load_model
+from copal_exp.evaluation.perplexity import perplexity, perplexity_layerwise
+from copal_exp.models.loading import load_model
+from copal_exp.protocol.job import run_job
 
 pytestmark = pytest.mark.slow
 

@@ -17,9 +17,6 @@ import pytest
 import torch
 from conftest import TINY, compose
 
-from copal_exp.__main__ import run_job
-from copal_exp.checkpoint import StateStore
-from copal_exp.config import validate
 from copal_exp.errors import (
     ConfigError,
     DataError,
@@ -28,11 +25,14 @@ from copal_exp.errors import (
     StateError,
     StorageError,
 )
-from copal_exp.jobdir import JobLock
-from copal_exp.methods import Memory
-from copal_exp.results import write_results
-from copal_exp.states import ModelState
-from copal_exp.storage import read_json, write_json
+from copal_exp.io.checkpoint import StateStore
+from copal_exp.io.results import write_results
+from copal_exp.io.storage import read_json, write_json
+from copal_exp.protocol.job import run_job
+from copal_exp.protocol.jobdir import JobLock
+from copal_exp.protocol.settings import validate
+from copal_exp.protocol.states import ModelState
+from copal_exp.pruning.methods import Memory
 
 
 def job(data_root, *extra):
@@ -92,12 +92,12 @@ def test_a_run_that_fails_early_keeps_the_earlier_partial_results(tmp_path, data
     path.write_text(json.dumps({**results, "status": "running"}))  # as if killed after its last step
     rows = (tmp_path / "ppl_matrices.csv").read_text()
 
-    import copal_exp.models
+    import copal_exp.models.loading
 
     def no_model(cfg, device="cpu"):
         raise RuntimeError("out of memory while loading")
 
-    monkeypatch.setattr(copal_exp.models, "load_model", no_model)
+    monkeypatch.setattr(copal_exp.models.loading, "load_model", no_model)
     with pytest.raises(RuntimeError, match="out of memory"):
         run_job(job(data_root, "method=wanda", "order=given"), tmp_path)
     failed = json.loads(path.read_text())
@@ -181,7 +181,7 @@ def test_a_damaged_index_or_an_old_unchecked_states_folder_is_refused(tmp_path):
     index.write_text(index.read_text()[:50])
     with pytest.raises(IntegrityError, match="index.json cannot be read.*delete"):
         StateStore(tmp_path)
-    index.write_text(json.dumps({"format": "copal_exp.states/2", "config": {}, "files": {}, "sha256": "0" * 64}))
+    index.write_text(json.dumps({"format": "copal_exp.protocol.states/2", "config": {}, "files": {}, "sha256": "0" * 64}))
     with pytest.raises(IntegrityError, match="differs from the checksum"):
         StateStore(tmp_path)
     index.unlink()
@@ -215,7 +215,7 @@ def test_a_damaged_dense_cache_entry_is_recomputed_not_used(tmp_path, data_root,
 
 
 def test_a_damaged_token_cache_entry_is_tokenised_again(tmp_path, caplog):
-    from copal_exp.tokens import encode_cached
+    from copal_exp.data.tokens import encode_cached
 
     class Tok:
         name_or_path = "t"
@@ -258,7 +258,7 @@ def test_state_load_refuses_other_copal_options(tmp_path, data_root, exported, o
 def rewrite_sensitivity(state: Path, change) -> None:
     from safetensors.torch import load_file, save_file
 
-    from copal_exp.storage import sha256_file
+    from copal_exp.io.storage import sha256_file
 
     tensors = change(load_file(str(state / "sensitivity.safetensors")))
     save_file(tensors, str(state / "sensitivity.safetensors"))
@@ -352,9 +352,9 @@ def write_c4(root: Path, docs: list[str]) -> None:
 
 def test_c4_with_no_document_long_enough_fails_at_once_before_the_model(tmp_path, monkeypatch):
     write_c4(tmp_path / "data", ["short document number %d" % i for i in range(50)] + ["x" * 40])
-    import copal_exp.models
+    import copal_exp.models.loading
 
-    monkeypatch.setattr(copal_exp.models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(copal_exp.models.loading, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
     with pytest.raises(DataError) as err:
         run_job(compose([*TINY, f"data.root={tmp_path / 'data'}", "datasets=[c4]", "data.seqlen=48",
                          "eval.max_windows=null"]), tmp_path / "job")
@@ -426,7 +426,7 @@ def test_sigterm_marks_the_job_interrupted_keeps_its_states_and_resumes(tmp_path
 
 @pytest.mark.subprocess
 def test_a_second_process_on_the_same_job_directory_is_refused_at_once(tmp_path, data_root):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from copal_exp.jobdir import JobLock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from copal_exp.protocol.jobdir import JobLock; "
                                "lock = JobLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(600)",
                                str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
@@ -445,7 +445,7 @@ def test_a_second_process_on_the_same_job_directory_is_refused_at_once(tmp_path,
 
 
 def test_disk_full_names_the_path_and_leaves_no_temporary_file(tmp_path, monkeypatch):
-    from copal_exp import storage
+    from copal_exp.io import storage
 
     def full(self, data):
         self.error = OSError(errno.ENOSPC, "No space left on device")
@@ -508,7 +508,8 @@ def test_report_on_a_missing_directory_or_a_file_says_so(tmp_path):
 
 
 def test_report_of_mixed_models_and_datasets_has_their_columns_and_own_dense_rows(tmp_path, data_root):
-    from copal_exp.report import collect, comparison_table
+    from copal_exp.reporting.runs import collect
+    from copal_exp.reporting.tables import comparison_table
 
     a = run_job(job(data_root, "method=wanda", "order=given"), tmp_path / "a")
     b = run_job(job(data_root, "method=wanda", "order=given", "model.name=tiny_b", "model.init_seed=3",
@@ -532,7 +533,7 @@ def no_wandb_account(monkeypatch, tmp_path):
 def test_first_wandb_failure_turns_it_off_for_the_rest_of_the_process(tmp_path, no_wandb_account, monkeypatch):
     import wandb
 
-    from copal_exp.tracking import NullLogger, make_logger
+    from copal_exp.protocol.tracking import NullLogger, make_logger
 
     calls = []
 
@@ -551,7 +552,7 @@ def test_first_wandb_failure_turns_it_off_for_the_rest_of_the_process(tmp_path, 
 def test_unreachable_wandb_server_is_detected_in_seconds_and_logs_offline(tmp_path, no_wandb_account, monkeypatch):
     import socket
 
-    from copal_exp import tracking
+    from copal_exp.protocol import tracking
 
     with socket.socket() as s:  # a local port nobody listens on
         s.bind(("127.0.0.1", 0))

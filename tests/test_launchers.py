@@ -1,6 +1,6 @@
 """Thread counts of jobs that run side by side, and the joblib launcher's default, by hand."""
 
-from copal_exp.launchers import job_threads, normalise_argv
+from copal_exp.protocol.launchers import job_threads, normalise_argv
 
 JOBLIB = {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher", "n_jobs": 2}
 
@@ -47,7 +47,7 @@ def test_the_sigterm_of_a_requeue_after_preemption_does_not_fail_the_job():
     import pytest
 
     from copal_exp.errors import JobInterrupted
-    from copal_exp.launchers import sigterm_interrupts
+    from copal_exp.protocol.launchers import sigterm_interrupts
 
     def submitit_like(signum, frame):  # requeue (SLURM answers with SIGTERM at once), then exit
         os.kill(os.getpid(), signal.SIGTERM)

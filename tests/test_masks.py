@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from copal_exp.masks import (
+from copal_exp.pruning.masks import (
     PackedMasks,
     Pattern,
     nm_mask,
@@ -77,7 +77,7 @@ def test_select_mask_dispatch_and_packing():
 
 
 def test_packed_masks_hold_bits_counts_and_shapes():
-    from copal_exp.metrics import sparsity_report
+    from copal_exp.metrics.transfer import sparsity_report
 
     masks = {"a": torch.rand(6, 16) > 0.3, "b": torch.rand(4, 5) > 0.7}
     packed = PackedMasks()

@@ -7,11 +7,11 @@ import pytest
 import torch
 from conftest import TINY, compose
 
-from copal_exp.config import validate
 from copal_exp.errors import ConfigError
-from copal_exp.memory_plan import plan_memory
-from copal_exp.models import meta_model
-from copal_exp.plan import make_plan
+from copal_exp.models.loading import meta_model
+from copal_exp.protocol.memory import plan_memory
+from copal_exp.protocol.plan import make_plan
+from copal_exp.protocol.settings import validate
 
 GIB = 1024**3
 # hidden, MLP, layers, heads (LLaMA-1 paper table 2)
@@ -88,9 +88,9 @@ def test_peak_carried_states_by_hand():
 
 
 def test_a_job_that_cannot_fit_is_refused_before_its_model_loads(tmp_path, data_root, monkeypatch):
-    import copal_exp.memory_plan as memory_plan
-    import copal_exp.models as models
-    from copal_exp.__main__ import run_job
+    import copal_exp.models.loading as models
+    import copal_exp.protocol.memory as memory_plan
+    from copal_exp.protocol.job import run_job
 
     monkeypatch.setattr(memory_plan, "machine_limits", lambda device, folder: (64 * 1024**2, None, 10**12))
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
@@ -99,7 +99,7 @@ def test_a_job_that_cannot_fit_is_refused_before_its_model_loads(tmp_path, data_
 
 
 def test_the_model_stays_on_the_gpu_when_the_plan_fits_it():
-    from copal_exp.memory_plan import choose_resident
+    from copal_exp.protocol.memory import choose_resident
 
     seven = llama("llama_7b")
     h, i, layers, _ = LLAMA["llama_7b"]

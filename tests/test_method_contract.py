@@ -11,11 +11,11 @@ import pytest
 import torch
 from conftest import REPO, TINY, compose
 
-from copal_exp.__main__ import run_job
-from copal_exp.config import register_method_configs
-from copal_exp.masks import select_mask
-from copal_exp.methods import METHODS, PruningMethod
-from copal_exp.methods.wanda import accumulate_input_norms, wanda_score
+from copal_exp.protocol.job import run_job
+from copal_exp.protocol.settings import register_method_configs
+from copal_exp.pruning.masks import select_mask
+from copal_exp.pruning.methods import METHODS, PruningMethod
+from copal_exp.pruning.methods.wanda import accumulate_input_norms, wanda_score
 
 
 class RememberingWanda(PruningMethod):
@@ -79,7 +79,8 @@ def test_a_method_defined_in_a_test_runs_the_whole_protocol(tmp_path, data_root,
     with pytest.raises(ConfigError, match="method.decay=2"):
         run_job(compose([*base, "method.decay=2"]), tmp_path / "four")
     # and its label is the default one of a method without options in the label
-    from copal_exp.report import collect, comparison_table
+    from copal_exp.reporting.runs import collect
+    from copal_exp.reporting.tables import comparison_table
 
     assert "remembering_wanda" in set(comparison_table(collect(tmp_path / "all"))["method"])
 

@@ -6,11 +6,11 @@ import math
 import pytest
 import torch
 
-from copal_exp.masks import Pattern, prune_count, select_mask
-from copal_exp.methods import build_method
-from copal_exp.methods.copal import accumulate_sensitivity
-from copal_exp.methods.sparsegpt import sparsify_weight
-from copal_exp.methods.wanda import wanda_score
+from copal_exp.pruning.masks import Pattern, prune_count, select_mask
+from copal_exp.pruning.methods import build_method
+from copal_exp.pruning.methods.copal import accumulate_sensitivity
+from copal_exp.pruning.methods.sparsegpt import sparsify_weight
+from copal_exp.pruning.methods.wanda import wanda_score
 
 UNSTRUCTURED = Pattern.parse("unstructured", ratio=0.5)
 
@@ -195,7 +195,7 @@ def test_sparsegpt_cholesky_fallback_logs_and_recovers(caplog):
 def test_sparsegpt_runs_in_full_fp32_and_restores_the_precision_setting(monkeypatch):
     """TF32 off through torch's current ``fp32_precision`` API during the OBS update, restored after
     (also when the update fails); the legacy ``allow_tf32`` flags are left alone."""
-    import copal_exp.methods.sparsegpt as sg
+    import copal_exp.pruning.methods.sparsegpt as sg
 
     matmul = torch.backends.cuda.matmul
     seen = []

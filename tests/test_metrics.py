@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from copal_exp.masks import pack_masks
-from copal_exp.metrics import (
+from copal_exp.metrics.transfer import (
     backward_transfer,
     mask_change,
     per_dataset,
@@ -12,6 +11,7 @@ from copal_exp.metrics import (
     summary,
     weight_stasis,
 )
+from copal_exp.pruning.masks import pack_masks
 
 # columns: wikitext2, ptb, c4; rows: after step 1, 2, 3
 R1 = [[10.0, 20.0, 30.0], [11.0, 21.0, 31.0], [12.0, 23.0, 33.0]]  # order ptb → wikitext2 → c4

@@ -5,11 +5,11 @@ import json
 import pytest
 from conftest import compose
 
-from copal_exp.__main__ import run_job
-from copal_exp.config import validate
-from copal_exp.models import load_model
-from copal_exp.plan import make_plan
-from copal_exp.runner import Experiment
+from copal_exp.models.loading import load_model
+from copal_exp.protocol.job import run_job
+from copal_exp.protocol.plan import make_plan
+from copal_exp.protocol.runner import Experiment
+from copal_exp.protocol.settings import validate
 
 SMALL = ["model=tiny_llama", "data.nsamples=2", "data.seqlen=64", "eval.max_windows=2", "run.progress=false",
          "logger=none"]
@@ -49,8 +49,8 @@ def test_copal_masks_change_between_steps(tmp_path, data_root):
 def test_mask_changes_once_per_pair_and_masks_leave_memory(tmp_path, data_root, monkeypatch):
     """Mask changes are computed once per pair of adjacent states, whichever orders share the pair, and a
     saved state's masks live in ``states/`` only: host memory does not grow with the number of states."""
-    import copal_exp.states as states
-    from copal_exp.checkpoint import StateStore
+    import copal_exp.protocol.states as states
+    from copal_exp.io.checkpoint import StateStore
 
     pairs = []
     real = states.mask_change
@@ -122,7 +122,7 @@ def test_results_grow_after_every_step(tmp_path, data_root):
     """While an order runs, results.json and the CSV already hold its rows so far (no BWT until it ends)."""
     import copy
 
-    from copal_exp.results import write_results
+    from copal_exp.io.results import write_results
 
     seen = []
 

@@ -11,13 +11,13 @@ import pytest
 import torch
 from conftest import TINY, compose
 
-from copal_exp.__main__ import run_job
-from copal_exp.config import ConfigError
-from copal_exp.engine import prune_model
 from copal_exp.errors import NonFiniteError
-from copal_exp.masks import Pattern
-from copal_exp.methods import build_method
-from copal_exp.models import build_tiny_llama
+from copal_exp.models.loading import build_tiny_llama
+from copal_exp.protocol.job import run_job
+from copal_exp.protocol.settings import ConfigError
+from copal_exp.pruning.engine import prune_model
+from copal_exp.pruning.masks import Pattern
+from copal_exp.pruning.methods import build_method
 
 
 # ------------------------------------------------------------------ validation, one test per case

@@ -94,7 +94,7 @@ def test_analysis_notebook_on_every_sweep_kind(kind, tmp_path, data_root, monkey
     from conftest import TINY, compose
     from nbclient import NotebookClient
 
-    from copal_exp.__main__ import run_job
+    from copal_exp.protocol.job import run_job
 
     sweep = tmp_path / kind
     for sub, jobs in SWEEP_KINDS[kind].items():

@@ -1,4 +1,4 @@
-"""``results.json`` has one schema (:class:`copal_exp.results.JobResults`): what a job writes is exactly
+"""``results.json`` has one schema (:class:`copal_exp.io.results.JobResults`): what a job writes is exactly
 its keys, a record with other keys is refused on write and skipped by the report with the reason."""
 
 import dataclasses
@@ -7,10 +7,10 @@ import json
 import pytest
 from conftest import TINY, compose
 
-from copal_exp.__main__ import run_job
-from copal_exp.assemble import Permutation
-from copal_exp.report import collect
-from copal_exp.results import JobResults, load_results, write_results
+from copal_exp.io.results import JobResults, load_results, write_results
+from copal_exp.metrics.records import Permutation
+from copal_exp.protocol.job import run_job
+from copal_exp.reporting.runs import collect
 
 
 @pytest.fixture(scope="module")

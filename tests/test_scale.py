@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import TINY, compose
 
-from copal_exp.__main__ import run_job
-from copal_exp.report import collect
+from copal_exp.protocol.job import run_job
+from copal_exp.reporting.runs import collect
 
 
 def test_dense_cache_hit_on_second_job(tmp_path, data_root, monkeypatch):
@@ -30,7 +30,7 @@ def test_joblib_per_permutation_jobs_merge_to_the_single_job_summary(tmp_path, d
     threads) merge to exactly the summary of one ``order=all_perms`` job with the same thread count."""
     import json
 
-    from copal_exp.launchers import usable_cores
+    from copal_exp.protocol.launchers import usable_cores
 
     env = {**os.environ, "COPAL_DATA_DIR": str(data_root)}
     extra = ["method.init=sequential"] if method == "sparsegpt" else []

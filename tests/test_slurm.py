@@ -17,8 +17,8 @@ import time
 import pytest
 from conftest import REPO, TINY, compose
 
-from copal_exp.__main__ import run_job
-from copal_exp.report import collect
+from copal_exp.protocol.job import run_job
+from copal_exp.reporting.runs import collect
 
 pytestmark = [pytest.mark.slurm, pytest.mark.subprocess]
 

@@ -6,7 +6,7 @@ import pytest
 from conftest import compose
 from wandb_records import read_run
 
-from copal_exp.__main__ import run_job
+from copal_exp.protocol.job import run_job
 
 SMALL = ["model=tiny_llama", "data.nsamples=2", "data.seqlen=32", "eval.max_windows=1", "run.progress=false",
          "logger=wandb", "logger.group=test-sweep"]
@@ -70,8 +70,8 @@ def test_wandb_failure_mid_run_keeps_local_results(tmp_path, data_root, offline,
 
 
 def test_runs_are_named_and_grouped_by_what_they_are(tmp_path):
-    from copal_exp.config import validate
-    from copal_exp.naming import run_name, sweep_group
+    from copal_exp.protocol.settings import validate
+    from copal_exp.protocol.tracking import run_name, sweep_group
 
     job = tmp_path / "multirun" / "paper_smollm2_135m" / "table2" / "pruned" / "7"
     assert sweep_group(job, "smollm2_135m") == "paper_smollm2_135m/table2/pruned"
@@ -84,7 +84,7 @@ def test_runs_are_named_and_grouped_by_what_they_are(tmp_path):
 def test_a_sweep_gets_a_wandb_view_that_matches_what_its_runs_logged(tmp_path, data_root, offline):
     """The W&B comparison view written from a sweep's result files names the groups, metrics, step axes
     and config keys its offline runs actually hold."""
-    from copal_exp.wandb_view import build_report, write_view
+    from copal_exp.reporting.wandb_view import build_report, write_view
 
     sweep = tmp_path / "multirun" / "nsamples"
     base = [s for s in SMALL if not s.startswith("logger.group")] + [f"data.root={data_root}", "datasets=[wikitext2,ptb]"]

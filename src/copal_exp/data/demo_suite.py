@@ -136,7 +136,7 @@ def ensure_demo_dataset(name: str, root: Path) -> Path:
 
 def main() -> None:
     """``python -m copal_exp.data.demo_suite [ROOT]``: fetch the whole demo suite now."""
-    from copal_exp.paths import demo_data_dir
+    from copal_exp.io.paths import demo_data_dir
 
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else demo_data_dir()
     for name in DEMO_DATASETS:

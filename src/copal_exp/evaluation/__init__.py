@@ -1,0 +1,1 @@
+"""Evaluation of a model on text: perplexity over evaluation windows (whole model or layer by layer)."""

@@ -1,0 +1,62 @@
+"""What identifies a job's results: its resolved config without the keys that do not change them, with
+paths normalised. One notion shared by resume (a job directory accepts only its own configuration)
+and reports (jobs that differ only in ``order.index`` are one run). The shared dense-perplexity cache
+is keyed more strictly (the model section, the device, the evaluation batch size and the exact
+evaluation tokens, :meth:`copal_exp.protocol.evaluator.Evaluator.cache_path`): device and batching change
+floating-point rounding, which a resumed job may absorb but a cache shared by many jobs should not."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+#: keys that do not change what a job computes: ignored when a job directory's configuration is compared
+#: (resume), and when a report groups jobs. ``None`` means the whole group.
+NEUTRAL_KEYS: dict[str, tuple[str, ...] | None] = {
+    "run": ("progress", "device", "resident", "dense_cache", "offload", "threads"),
+    "logger": None,
+    "eval": ("batch_size", "layerwise"),
+    "data": ("token_cache", "demo_root"),
+    "state": ("export",),
+}
+#: keys holding filesystem paths, compared after normalisation (``~``, relative parts, trailing slashes)
+PATH_KEYS = (("data", "root"), ("state", "load"), ("model", "cache_dir"))
+
+
+def normalise_path(value: Any) -> Any:
+    """A path as the filesystem sees it: ``~`` expanded, absolute, no trailing slash or ``..`` parts."""
+    if not isinstance(value, str) or not value:
+        return value
+    return os.path.normpath(os.path.abspath(os.path.expanduser(value)))
+
+
+def result_config(resolved: dict[str, Any]) -> dict[str, Any]:
+    """The part of a resolved config that decides what a job computes, with paths normalised.
+
+    Used to compare a job directory's configuration with a new run's, and to group jobs in reports.
+    """
+    from copal_exp.io.paths import default_root
+
+    cfg = json.loads(json.dumps(resolved, default=str))
+    cfg.pop("hydra", None)
+    for group, keys in NEUTRAL_KEYS.items():
+        if keys is None:
+            cfg.pop(group, None)
+        elif isinstance(cfg.get(group), dict):
+            for key in keys:
+                cfg[group].pop(key, None)
+    data = cfg.get("data")
+    if isinstance(data, dict) and data.get("root") is None:
+        root = default_root()
+        data["root"] = str(root) if root else None
+    for group, key in PATH_KEYS:
+        if isinstance(cfg.get(group), dict) and key in cfg[group]:
+            cfg[group][key] = normalise_path(cfg[group][key])
+    model = cfg.get("model")
+    if isinstance(model, dict) and isinstance(model.get("name_or_path"), str):
+        local = Path(model["name_or_path"]).expanduser()
+        if model["name_or_path"].startswith((".", "/", "~")) or local.exists():
+            model["name_or_path"] = normalise_path(model["name_or_path"])
+    return cfg

@@ -1,0 +1,31 @@
+"""From per-state evaluations to per-permutation matrices and every metric; pure functions, shared by
+the runner (after every step) and the report (merging one-permutation jobs into one run)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any, Sequence
+
+from copal_exp.io.results import Permutation
+from copal_exp.metrics.transfer import backward_transfer, per_dataset, summary, weight_stasis
+
+
+def permutation(order: Sequence[str], datasets: Sequence[str], ppl_rows: Sequence[dict[str, float]],
+                mask_changes: list[float | None], sparsities: list[float], seconds: list[dict[str, float]],
+                prunes: bool, complete: bool = True) -> dict[str, Any]:
+    """The record of one dataset order: its perplexity matrix (rows: steps, columns: ``datasets``), BWT,
+    weight stasis, mask changes, sparsity and seconds per step."""
+    matrix = [[row[d] for d in datasets] for row in ppl_rows]
+    bwt = backward_transfer(matrix, [list(datasets).index(d) for d in order]) if complete else None
+    return asdict(Permutation(list(order), matrix, bwt, weight_stasis(mask_changes) if prunes and complete else False,
+                              mask_changes, sparsities, seconds, complete))
+
+
+def metrics(permutations: list[dict[str, Any]], datasets: Sequence[str]) -> dict[str, Any]:
+    """Summary (a-/m-bwt, a-/m-ppl), per-dataset table and weight stasis over the permutations given."""
+    if not permutations:
+        return {}
+    matrices = [p["ppl_matrix"] for p in permutations]
+    orders = [[list(datasets).index(d) for d in p["order"]] for p in permutations]
+    return {"summary": summary(matrices, orders), "per_dataset": per_dataset(matrices, orders, list(datasets)),
+            "weight_stasis": all(p["weight_stasis"] for p in permutations)}

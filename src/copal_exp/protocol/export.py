@@ -1,0 +1,142 @@
+"""``python -m copal_exp.export JOB_DIR OUT [--order K] [--step T] [--verify]``: the pruned model of any
+state of a finished job as a Hugging Face folder (safetensors, config, tokenizer, a model card).
+
+The state's keep masks are read from the job's verified ``states/``. A method that only masks
+(``updates_weights = False``: magnitude, Wanda, COPAL) gives ``W_t = W ⊙ M_t`` on the dense
+weights. A method that also changes the kept weights (SparseGPT) has them recomputed: the job's
+steps leading to that state are run again on the same calibration segments (the protocol is
+deterministic), and the recomputed masks must equal the recorded ones. ``--verify`` reloads the
+folder with ``from_pretrained`` and checks its perplexities against the recorded ones.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from copal_exp.errors import UserError
+from copal_exp.io.checkpoint import StateStore
+from copal_exp.io.results import load_results
+from copal_exp.models.anatomy import (
+    Selection,
+    prunable_linears,
+    set_weight_matrix,
+    weight_matrix,
+)
+from copal_exp.protocol.plan import make_plan
+from copal_exp.protocol.settings import validate
+from copal_exp.pruning.masks import unpack_mask
+from copal_exp.pruning.methods import build_method, method_class
+
+log = logging.getLogger(__name__)
+
+
+def state_chain(settings, order: int, step: int) -> list[tuple[str, tuple]]:
+    """``(dataset, state key)`` of every step from the first to ``step`` of order ``order``."""
+    cls = method_class(settings.method)
+    plan = make_plan(settings.orders, cls.carries_memory or settings.init == "sequential",
+                     bool(settings.run.get("planner", True)))
+    if not 0 <= order < len(plan.keys) or not 0 <= step < len(plan.keys[order]):
+        raise UserError(f"--order {order} --step {step + 1}: this job has {len(plan.keys)} order(s) of "
+                        f"{len(settings.datasets)} step(s)")
+    return [(settings.orders[order][t], plan.keys[order][t]) for t in range(step + 1)]
+
+
+def pruned_model(job_dir: Path, order: int = 0, step: int | None = None) -> tuple[Any, Any, dict[str, Any]]:
+    """The model (and tokenizer) of a job's state, and that state's record."""
+    from copal_exp.models.loading import load_model
+    from copal_exp.protocol.job import load_job_data
+    from copal_exp.protocol.settings import resolve_device
+    from copal_exp.pruning.engine import prune_model
+
+    results = load_results(job_dir)
+    settings = validate(results["config"])
+    step = len(settings.datasets) - 1 if step is None else step
+    chain = state_chain(settings, order, step)
+    record = StateStore(job_dir).load_record(chain[-1][1])
+    if record is None:
+        raise UserError(f"{job_dir}: state {chain[-1][1]} was not computed (yet): run the job to completion first")
+    model, tokenizer = load_model(settings.model)
+    selection = Selection.from_config(settings.resolved.get("prune"))
+    linears = prunable_linears(model, selection)
+    cls = method_class(settings.method)
+    if cls.updates_weights:  # recompute the weights: run the steps leading to the state again
+        data, _ = load_job_data(settings, tokenizer)
+        device = resolve_device(settings.run.get("device", "auto"))
+        steps = chain if settings.init == "sequential" else chain[-1:]
+        memory = None
+        for dataset, _key in steps:
+            masks, memory = prune_model(model, data[dataset].calibration,
+                                        build_method(settings.method, settings.pattern, **settings.method_options),
+                                        device, progress=False, desc=f"recompute {dataset}", memory=memory,
+                                        selection=selection)
+        for layer, packed in record["masks"].items():
+            if not torch.equal(masks[layer], unpack_mask(packed, masks[layer].shape)):
+                raise UserError(f"{job_dir}: recomputing {chain[-1][1]} gave other masks than recorded (layer {layer});"
+                                " the job's code, data or machine differ from this one's")
+    else:
+        for layer, lin in linears.items():
+            keep = unpack_mask(record["masks"][layer], weight_matrix(lin).shape)
+            set_weight_matrix(lin, weight_matrix(lin) * keep.to(lin.weight.dtype))
+    return model, tokenizer, {"settings": settings, "results": results, "record": record, "chain": chain}
+
+
+def model_card(info: dict[str, Any]) -> str:
+    s, record = info["settings"], info["record"]
+    chain = " → ".join(d for d, _ in info["chain"])
+    ppl = "\n".join(f"| {d} | {v:.3f} | {info['results']['dense_ppl'][d]:.3f} |" for d, v in record["ppl"].items())
+    return f"""---
+tags: [pruned, sparsity, copal_exp]
+base_model: {s.model.get('name_or_path') or s.model['name']}
+---
+
+# {s.model['name']} pruned with {method_class(s.method).label(s.method_options, s.init)}, {s.pattern.name}
+
+Pruned by copal_exp (continual pruning, no training), state after the steps {chain}.
+
+* method: `{s.method}` with {json.dumps(s.method_options)}, init `{s.init}`
+* sparsity pattern: {s.pattern.name}; achieved overall sparsity {record['sparsity']['overall']:.4f}
+* calibration: {s.data['nsamples']} segments × {s.data['seqlen']} tokens per step, seed {s.data['seed']}
+* evaluation: windows of {s.data['seqlen']} tokens (at most {s.eval.get('max_windows') or 'all'} per dataset)
+
+| dataset | perplexity | dense |
+|---|---|---|
+{ppl}
+"""
+
+
+def export(job_dir: Path, out: Path, order: int = 0, step: int | None = None) -> dict[str, Any]:
+    model, tokenizer, info = pruned_model(job_dir, order, step)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    if hasattr(tokenizer, "save_pretrained"):
+        tokenizer.save_pretrained(out)
+    (out / "README.md").write_text(model_card(info))
+    (out / "copal_exp.json").write_text(json.dumps({"job": str(job_dir), "state": list(info["chain"][-1][1]),
+                                                    "ppl": info["record"]["ppl"], "config": info["settings"].resolved},
+                                                   indent=2, default=str))
+    return info
+
+
+def verify(out: Path, info: dict[str, Any]) -> dict[str, float]:
+    """Perplexities of the folder reloaded with ``from_pretrained`` on the job's evaluation windows."""
+    from transformers import AutoModelForCausalLM
+
+    from copal_exp.evaluation.perplexity import perplexity
+    from copal_exp.models.loading import _dtype, load_tokenizer
+    from copal_exp.protocol.job import load_job_data
+
+    settings = info["settings"]
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=_dtype(settings.model.get("dtype", "float32"))).eval()
+    data, _ = load_job_data(settings, load_tokenizer(settings.model))
+    got = {d: perplexity(model, split.evaluation) for d, split in data.items()}
+    for d, value in got.items():
+        if not math.isclose(value, info["record"]["ppl"][d], rel_tol=1e-4):
+            raise UserError(f"{out}: reloaded, its perplexity on {d} is {value:.4f}, the job recorded "
+                            f"{info['record']['ppl'][d]:.4f}")
+    return got

@@ -1,0 +1,165 @@
+"""A job's output directory: one process at a time, one configuration, nothing finished overwritten.
+
+Before a job writes anything into its directory it takes an exclusive lock (released by the
+operating system when the holder dies, so a killed job never leaves the directory locked), compares
+its configuration with the one the directory already holds (``states/index.json`` or
+``results.json``) and refuses a different one, listing every differing key as ``old → new``. A job
+whose ``results.json`` is already complete for the same configuration is not run again. Temporary
+files and offload files left by a killed job are removed once the lock is held.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from copal_exp.errors import JobDirError
+from copal_exp.io.identity import result_config
+from copal_exp.io.results import RESULTS_FILE
+from copal_exp.io.storage import is_tmp
+
+log = logging.getLogger(__name__)
+
+LOCK_FILE = "job.lock"
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(tree, dict):
+        out: dict[str, Any] = {}
+        for key, value in tree.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out or {prefix: {}}
+    return {prefix: tree}
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: old → new`` for every key whose value differs (missing keys shown as ``(absent)``)."""
+    a, b = flatten(old), flatten(new)
+    missing = "(absent)"
+    return [f"{key}: {json.dumps(a.get(key, missing), default=str)} → {json.dumps(b.get(key, missing), default=str)}"
+            for key in sorted(set(a) | set(b)) if a.get(key, missing) != b.get(key, missing)]
+
+
+class JobLock:
+    """An exclusive ``flock`` on ``<job dir>/job.lock``; a second process is refused at once."""
+
+    def __init__(self, job_dir: Path):
+        self.path = Path(job_dir) / LOCK_FILE
+        self.fh = None
+
+    def acquire(self) -> "JobLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown process"
+            fh.close()
+            raise JobDirError(f"{self.path.parent} is in use by another copal_exp process ({holder}); wait for it to "
+                              "finish (or stop it), or give this run another output directory "
+                              "(hydra.run.dir=... / hydra.sweep.dir=...)") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        fh.flush()
+        self.fh = fh
+        return self
+
+    def release(self) -> None:
+        if self.fh is not None:
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+            self.fh.close()
+            self.fh = None
+
+    def __enter__(self) -> "JobLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def read_results(job_dir: Path) -> dict[str, Any] | None:
+    """The job's ``results.json`` if it holds a readable record, else ``None`` (a damaged one is kept, not read)."""
+    path = Path(job_dir) / RESULTS_FILE
+    if not path.is_file():
+        return None
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        log.warning("%s cannot be read (%s); its states/ are used instead", path, exc)
+        return None
+    return results if isinstance(results, dict) else None
+
+
+def check_configuration(job_dir: Path, resolved: dict[str, Any], saved: dict[str, Any] | None) -> None:
+    """Refuse a directory that holds another configuration's work, naming every key that differs.
+
+    ``saved`` is the configuration recorded with the directory's states (``None`` when it has none);
+    ``results.json`` is compared too, so that finished results are protected even without ``states/``.
+    """
+    new = result_config(resolved)
+    results = read_results(job_dir)
+    for what, old in (("states/", saved), (RESULTS_FILE, (results or {}).get("config"))):
+        if old is None:
+            continue
+        diff = config_differences(result_config(old), new)
+        if diff:
+            raise JobDirError(
+                f"{job_dir} holds the states of a different configuration (recorded in its {what}); this run "
+                f"differs in {len(diff)} key(s):\n  " + "\n  ".join(diff) + "\nIts results and states were not "
+                "changed. Re-run with the recorded values to resume or extend it, or give this run another output "
+                "directory (hydra.run.dir=... / hydra.sweep.dir=...) to start afresh.")
+
+
+def completed_results(job_dir: Path) -> dict[str, Any] | None:
+    """The directory's results if they are complete (same configuration already checked), else ``None``."""
+    results = read_results(job_dir)
+    return results if results is not None and results.get("status") == "complete" else None
+
+
+def remove_temporary_files(job_dir: Path) -> list[Path]:
+    """Delete temporary files a killed process left in the job directory (the lock is held)."""
+    removed = []
+    for folder in (Path(job_dir), Path(job_dir) / "states", Path(job_dir) / ".hydra"):
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if path.is_file() and is_tmp(path):
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+    return removed
+
+
+def remove_orphans(folder: Path, keep: set[str]) -> list[Path]:
+    """Delete every file under ``folder`` whose path is not in ``keep`` (offload files of a killed job)."""
+    removed = []
+    if folder.is_dir():
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and str(path.resolve()) not in keep:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+def write_hydra_files(job_dir: Path, cfg, hydra_cfg) -> None:
+    """Hydra's ``.hydra/{config,hydra,overrides}.yaml``, written by us only once the run is accepted
+    (``hydra.output_subdir: null`` stops Hydra writing them before a refusal could protect them)."""
+    from omegaconf import OmegaConf
+
+    from copal_exp.io.storage import write_text
+
+    folder = Path(job_dir) / ".hydra"
+    write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg))
+    write_text(folder / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra_cfg})))
+    write_text(folder / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(hydra_cfg.overrides.task))))
+
+
+def offload_folder(configured: str | None, job_dir: Path | None) -> Path:
+    """``run.offload.dir``, or ``<job dir>/offload`` (the job's own, cleaned of a killed run's files)."""
+    return Path(configured).expanduser() if configured else (job_dir or Path.cwd()) / "offload"

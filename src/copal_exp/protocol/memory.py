@@ -1,0 +1,214 @@
+"""The memory plan of a job: host, GPU and disk bytes it will need, computed before the model loads.
+
+From the model's config (built on the meta device: exact shapes, no weights), the method's declared
+per-linear bytes (``statistics_bytes``, ``working_bytes``, ``memory_bytes``), the schedule (how many
+carried states are alive at once), the calibration and evaluation sizes and the offload settings.
+A job whose plan cannot fit on this machine is refused with the setting to change; the plan is
+logged and recorded in ``results.json`` beside the measured peak.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import resource
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from copal_exp.errors import ConfigError
+from copal_exp.models.anatomy import (
+    Selection,
+    decoder_layers,
+    layer_prefix,
+    prunable_linears,
+    weight_matrix,
+)
+from copal_exp.protocol.plan import make_plan
+from copal_exp.pruning.methods import method_class
+
+GIB = 1024**3
+RESIDENT_SHARE = 0.9  # of the GPU's memory a job keeping its whole model there may plan to use
+
+
+def size(n: int) -> str:
+    return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / 1024**2:.1f} MiB"
+
+
+@dataclass
+class Need:
+    what: str
+    where: str  # host | gpu | disk
+    bytes: int
+    setting: str = ""  # what to change when it does not fit
+
+
+@dataclass
+class MemoryPlan:
+    needs: list[Need] = field(default_factory=list)
+    resident: bool = False  # the whole model kept on the GPU for the job (run.resident)
+
+    def total(self, where: str) -> int:
+        return sum(n.bytes for n in self.needs if n.where == where)
+
+    def table(self) -> str:
+        lines = [f"{'where':<5} {'size':>10}  what"]
+        for n in sorted(self.needs, key=lambda n: ("host", "gpu", "disk").index(n.where)):
+            if n.bytes:
+                lines.append(f"{n.where:<5} {size(n.bytes):>10}  {n.what}")
+        lines += [f"{w:<5} {size(self.total(w)):>10}  total" for w in ("host", "gpu", "disk") if self.total(w)]
+        return "\n".join(lines)
+
+    def record(self) -> dict[str, Any]:
+        return {"host_bytes": self.total("host"), "gpu_bytes": self.total("gpu"), "disk_bytes": self.total("disk"),
+                "resident": self.resident, "needs": [asdict(n) for n in self.needs if n.bytes]}
+
+    def check(self, host_bytes: int, gpu_bytes: int | None, disk_bytes: int | None) -> None:
+        """Refuse (:class:`ConfigError`) when a total exceeds what the machine has, naming the settings
+        that would reduce the largest needs there."""
+        for where, have in (("host", host_bytes), ("gpu", gpu_bytes), ("disk", disk_bytes)):
+            need = self.total(where)
+            if have is None or need <= have:
+                continue
+            big = sorted((n for n in self.needs if n.where == where and n.bytes), key=lambda n: -n.bytes)[:3]
+            hints = "; ".join(f"{n.what} {n.bytes / GIB:.1f} GiB" + (f" ({n.setting})" if n.setting else "")
+                              for n in big)
+            raise ConfigError(f"memory plan: this job needs {need / GIB:.1f} GiB of {where} memory, this machine has "
+                              f"{have / GIB:.1f} GiB. Largest: {hints}")
+
+
+def plan_memory(model: torch.nn.Module, settings, dtype: torch.dtype, device: str, baseline: int = 0,
+                eval_windows: int = 0, resident: bool = False) -> MemoryPlan:
+    """The plan of ``settings``'s job on ``model`` (meta or real) in ``dtype`` on ``device``; ``baseline``
+    is what the process holds before the model loads, ``eval_windows`` the most windows of a dataset,
+    ``resident`` whether the whole model stays on the GPU for the job."""
+    run, offload = settings.run, settings.run.get("offload") or {}
+    method = method_class(settings.method)
+    item = torch.empty((), dtype=dtype).element_size()
+    gpu = str(device).startswith("cuda")
+    place = {"device": "gpu" if gpu else "host", "cpu": "host", "disk": "disk"}
+    compute = "gpu" if gpu else "host"
+    linears = prunable_linears(model, Selection.from_config(settings.resolved.get("prune")))
+    shapes = {name: tuple(weight_matrix(lin).shape) for name, lin in linears.items()}
+    prunable = sum(o * i for o, i in shapes.values())
+    params = sum(p.numel() for p in model.parameters())
+    config = model.config
+    hidden, vocab = int(config.hidden_size), int(config.vocab_size)
+    seqlen, nsamples = int(settings.data["seqlen"]), int(settings.data["nsamples"])
+    layer_params = max(sum(p.numel() for p in layer.parameters()) for layer in decoder_layers(model))
+    prefix = layer_prefix(model)
+    per_layer: dict[str, list[tuple[int, int]]] = {}
+    for name, shape in shapes.items():
+        per_layer.setdefault(name[len(prefix) + 1:].split(".")[0], []).append(shape)
+    resident = resident and gpu
+    activations = activations_place(settings, resident)
+    p = MemoryPlan([Need("process before the model (Python, torch, libraries, data)", "host", baseline),
+                    Need("model weights" + (" (loaded on the host, then moved)" if resident else ""), "host",
+                         params * item)], resident=resident)
+    if resident:
+        p.needs.append(Need("the whole model, kept on the GPU for the job", "gpu", params * item, "run.resident=false"))
+    if method.prunes:
+        order_plan = make_plan(settings.orders, method.carries_memory or settings.init == "sequential",
+                               bool(run.get("planner", True)))
+        carries = order_plan.peak_carries()
+        layer_statistics = max((sum(method.statistics_bytes(o, i) for o, i in layer) for layer in per_layer.values()),
+                               default=0)
+        if method.carries_memory and place[offload.get("memory", "cpu")] == compute:
+            layer_statistics = 0  # they become the new memory where they are: counted with the carried states
+        p.needs += [
+            Need("dense copy of the pruned weights", "host", prunable * item),
+            Need("calibration activations (in and out of a layer)", place[activations],
+                 2 * nsamples * seqlen * hidden * item, "run.offload.activations=disk"),
+            Need("statistics of one decoder layer", compute, layer_statistics),
+            Need("one linear's pruning work", compute, max((method.working_bytes(o, i) for o, i in shapes.values()), default=0)),
+            Need("bit-packed masks (this step, and two states for a mask change)", "host", 3 * math.ceil(prunable / 8)),
+            Need("bit-packed masks of every state (states/)", "disk", order_plan.prune_steps * math.ceil(prunable / 8)),
+        ]
+        if gpu and not resident:
+            p.needs.append(Need("the decoder layer being pruned", "gpu", layer_params * item))
+        memory = sum(method.memory_bytes(o, i) for o, i in shapes.values())
+        if memory:
+            where = place[offload.get("memory", "cpu")]
+            p.needs.append(Need(f"{method.name} memory of {carries} carried state(s)", where, carries * memory,
+                                "run.offload.memory=disk"))
+            if where != "disk":  # checkpointed into states/ (a disk-offloaded memory is referenced, not copied)
+                p.needs.append(Need(f"{method.name} memory checkpoints (states/)", "disk", max(carries - 1, 0) * memory))
+        if settings.init == "sequential":
+            p.needs += [Need(f"pruned weights of {carries} carried state(s)", "host", carries * prunable * item),
+                        Need("pruned-weight checkpoints (states/)", "disk", max(carries - 1, 0) * prunable * item)]
+    batch = int(settings.eval.get("batch_size", 1))
+    logits = 3 * batch * seqlen * vocab * 4  # logits, their float32 copy and the log-softmax
+    if bool(settings.eval.get("layerwise", False)):
+        p.needs.append(Need("layer-wise evaluation: hidden states of every window", "host",
+                            eval_windows * seqlen * hidden * item))
+        if gpu and not resident:
+            p.needs.append(Need("layer-wise evaluation: one layer, norm and LM head", "gpu",
+                                (layer_params + hidden * vocab) * item))
+    elif gpu and not resident:
+        p.needs.append(Need("the whole model during evaluation", "gpu", params * item, "eval.layerwise=true"))
+    p.needs.append(Need(f"evaluation logits ({batch} window(s) per pass)", compute, logits, "eval.batch_size=1"))
+    return p
+
+
+def activations_place(settings, resident: bool) -> str:
+    """Where calibration activations wait between layers: ``run.offload.activations``, where ``auto`` is the
+    device for a model kept there and the host otherwise."""
+    place = (settings.run.get("offload") or {}).get("activations", "auto")
+    return ("device" if resident else "cpu") if place == "auto" else place
+
+
+def choose_resident(model: torch.nn.Module, settings, dtype: torch.dtype, device: str, gpu_bytes: int | None,
+                    baseline: int = 0, eval_windows: int = 0) -> bool:
+    """Whether the whole model stays on the GPU for the job: ``run.resident`` when set, else when the plan
+    with the model kept there needs at most :data:`RESIDENT_SHARE` of the GPU's memory (the rest is for
+    the CUDA context and the allocator). Never on a CPU, where the model is always where it computes."""
+    if not str(device).startswith("cuda"):
+        return False
+    wanted = settings.run.get("resident")
+    if wanted is not None:
+        return bool(wanted)
+    trial = plan_memory(model, settings, dtype, device, baseline, eval_windows, resident=True)
+    return gpu_bytes is not None and trial.total("gpu") <= RESIDENT_SHARE * gpu_bytes
+
+
+def plan_for_job(settings, device: str, eval_windows: int, job_dir: Path) -> MemoryPlan:
+    """The job's plan before its model loads (logged), with the residency decided; refused when it cannot
+    fit on this machine."""
+    from copal_exp.models.loading import meta_model, model_config, torch_dtype
+
+    model, dtype, baseline = meta_model(model_config(settings.model)), torch_dtype(settings.model, device), rss_bytes()
+    folder = Path((settings.run.get("offload") or {}).get("dir") or job_dir)
+    limits = machine_limits(device, folder)
+    resident = choose_resident(model, settings, dtype, device, limits[1], baseline, eval_windows)
+    plan = plan_memory(model, settings, dtype, device, baseline, eval_windows, resident)
+    logging.getLogger(__name__).info("memory plan (%s%s):\n%s", device, ", model kept on the device" if resident else "",
+                                     plan.table())
+    plan.check(*limits)
+    return plan
+
+
+# What this machine has and what this process holds (Linux /proc and getrusage).
+def rss_bytes() -> int:
+    """This process's resident memory now (Linux), else its peak so far."""
+    try:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize()
+    except OSError:
+        return peak_rss_bytes()
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def machine_limits(device: str, folder: Path) -> tuple[int, int | None, int | None]:
+    """Host memory, GPU memory (``None`` without CUDA) and free disk space under ``folder``."""
+    host = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    gpu = torch.cuda.get_device_properties(torch.device(device)).total_memory if str(device).startswith("cuda") else None
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return host, gpu, shutil.disk_usage(folder).free

@@ -1,0 +1,161 @@
+"""Validation of a composed config into typed settings, before any model or data is loaded."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from copal_exp.config.checks import (
+    check_data,
+    check_logger,
+    check_model_section,
+    check_prune,
+    check_run,
+    require,
+    section,
+)
+from copal_exp.config.fields import coerce
+from copal_exp.config.schema import OrderConfig, SparsityConfig, register_base
+from copal_exp.data.custom import check_source
+from copal_exp.data.demo_suite import DEMO_DATASETS
+from copal_exp.data.sources import KNOWN_DATASETS
+from copal_exp.errors import ConfigError
+from copal_exp.pruning.masks import Pattern
+from copal_exp.pruning.methods import METHODS
+
+INITS = ("global", "sequential")
+
+
+@dataclass
+class Settings:
+    datasets: list[str]
+    orders: list[tuple[str, ...]]
+    method: str
+    init: str
+    method_options: dict[str, Any]
+    pattern: Pattern
+    model: dict[str, Any]
+    data: dict[str, Any]
+    eval: dict[str, Any]
+    run: dict[str, Any]
+    resolved: dict[str, Any] = field(default_factory=dict)
+
+
+def register_method_configs() -> None:
+    """Make every registered method a ``method=<name>`` config-group option, its keys and defaults taken
+    from the method's own ``Options`` (the one place they are defined): a new method needs no YAML."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for name, cls in METHODS.items():
+        store.store(group="method", name=name, node={"name": name, "init": cls.inits[0], **cls.defaults()})
+
+
+register_method_configs()
+register_base()
+
+
+def plan_orders(datasets: list[str], kind: str, index: int | None) -> list[tuple[str, ...]]:
+    """The dataset orders a job runs: every permutation, or the list as given; ``index`` picks one."""
+    orders = list(itertools.permutations(datasets)) if kind == "all_perms" else [tuple(datasets)]
+    if index is None:
+        return orders
+    if not 0 <= index < len(orders):
+        raise ConfigError(f"order.index={index}: allowed values are 0..{len(orders) - 1} for order={kind}")
+    return [orders[index]]
+
+
+def validate(cfg: DictConfig | dict) -> Settings:
+    """Turn a composed config into :class:`Settings`, or raise :class:`ConfigError` naming the key."""
+    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else json.loads(json.dumps(cfg))
+    c.pop("hydra", None)
+
+    datasets = list(DEMO_DATASETS) if c["datasets"] == "demo" else c["datasets"]
+    require(isinstance(datasets, list), f"datasets={datasets!r}: give a list such as [wikitext2,ptb,c4], or 'demo'")
+    require(len(datasets) >= 1, "datasets=[]: give at least one dataset")
+    sources = (c.get("data") or {}).get("sources") or {}
+    require(isinstance(sources, dict), f"data.sources={sources!r}: give a mapping of name → source")
+    clash = sorted(set(sources) & set(KNOWN_DATASETS))
+    require(not clash, f"data.sources: {clash} would hide the built-in dataset(s) of that name; choose other names")
+    for name, spec in sources.items():
+        check_source(name, spec)
+    allowed = [*KNOWN_DATASETS, *sources]
+    unknown = [d for d in datasets if d not in allowed]
+    require(not unknown, f"datasets={datasets}: unknown {unknown}; allowed values are {allowed} or 'demo' (your own "
+                         "domains: data.sources.NAME={path: FILE, field: text})")
+    require(len(set(datasets)) == len(datasets), f"datasets={datasets}: each dataset may appear once")
+
+    c["order"] = order = coerce(section(c, "order"), OrderConfig, "order")
+    orders = plan_orders(datasets, order["kind"], order["index"])
+
+    method = dict(section(c, "method"))
+    name = method.pop("name")
+    require(name in METHODS, f"method={name!r}: allowed values are {sorted(METHODS)}")
+    cls = METHODS[name]
+    init = method.pop("init", "global")
+    require(init in INITS, f"method.init={init!r}: allowed values are {INITS}")
+    require(init in cls.inits, f"method.init={init!r}: method={name} always starts each step from the dense "
+                                f"weights; allowed: {cls.inits}")
+    allowed = cls.defaults()
+    extra = sorted(set(method) - set(allowed))
+    require(not extra, f"method={name}: unknown key(s) {extra}; allowed: {sorted(allowed) + ['init', 'name']}")
+
+    c["sparsity"] = sp = coerce(section(c, "sparsity"), SparsityConfig, "sparsity")
+    try:
+        pattern = Pattern.parse(sp.get("pattern"), sp.get("ratio"), sp.get("n"), sp.get("m"))
+        method = cls(pattern, **method).config  # method-specific checks, typed values
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+    c["model"] = model = check_model_section(section(c, "model"))
+    c["data"] = data = check_data(c.get("data"))
+    c["run"], c["eval"], c["state"] = run, ev, state = check_run(c.get("run"), c.get("eval"), c.get("state") or {})
+    c["prune"] = check_prune(c.get("prune"))
+    c["datasets"] = datasets
+    if state.get("load") or state.get("export"):
+        carriers = sorted(n for n, m in METHODS.items() if m.carries_memory)
+        require(cls.carries_memory, f"state.load/state.export: only a method that carries memory between steps "
+                                     f"({', '.join(carriers)}) has a continual state, not method={name}")
+    if state.get("export"):
+        require(len(orders) == 1, f"state.export={state['export']}: needs a single order (order=given, or "
+                                   f"order.index=K), this job runs {len(orders)}")
+    c["logger"] = check_logger(c.get("logger"))
+    return Settings(datasets, orders, name, init, method, pattern, model, data, ev, run, c)
+
+
+def check_context(settings: Settings, context: int | None) -> None:
+    seqlen = int(settings.data["seqlen"])
+    if context is not None and seqlen > context:
+        raise ConfigError(f"data.seqlen={seqlen}: above the model's context of {context} tokens "
+                          f"(model={settings.model['name']}); allowed: 2..{context}")
+
+
+def check_model(settings: Settings, model) -> None:
+    """Checks that need the model's shapes: context length and N:M divisibility, before calibration."""
+    from copal_exp.models.anatomy import Selection, in_features, prunable_linears
+
+    check_context(settings, getattr(model.config, "max_position_embeddings", None))
+    if not METHODS[settings.method].prunes:
+        return
+    every = prunable_linears(model)
+    if not every:
+        raise ConfigError(f"model={settings.model.get('name')} ({type(model).__name__}): no nn.Linear or Conv1D inside "
+                          "its decoder layers, so there is nothing to prune")
+    selection = Selection.from_config(settings.resolved.get("prune"))
+    linears = prunable_linears(model, selection)
+    if not linears:
+        raise ConfigError(f"prune={settings.resolved.get('prune')}: selects none of the {len(every)} "
+                          f"linears of model={settings.model.get('name')} (e.g. {next(iter(every))})")
+    for name, linear in linears.items():
+        try:
+            settings.pattern.check_shape(name, in_features(linear))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
+def resolve_device(name: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name

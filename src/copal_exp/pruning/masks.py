@@ -1,0 +1,160 @@
+"""Sparsity patterns and mask selection (docs/design.md, "Masks").
+
+Masks are *keep* masks: ``True`` marks a weight that survives, so a pruned weight is ``W * mask``.
+Every function here is pure and works on plain tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Pattern:
+    """A sparsity pattern: ``unstructured`` at ``ratio``, or ``nm`` keeping ``n`` of every ``m``."""
+
+    kind: str
+    ratio: float = 0.5
+    n: int = 0
+    m: int = 0
+
+    @classmethod
+    def parse(cls, kind: str, ratio: float | None = None, n: int | None = None, m: int | None = None) -> "Pattern":
+        from copal_exp.config.fields import integer, number
+
+        if kind == "unstructured":
+            ratio = number(ratio, "sparsity.ratio")
+            if not 0.0 < ratio < 1.0:
+                raise ValueError(f"sparsity.ratio={ratio!r}: must lie strictly between 0 and 1")
+            return cls("unstructured", ratio=ratio)
+        if kind == "nm":
+            n, m = integer(n, "sparsity.n"), integer(m, "sparsity.m")
+            if n < 1 or n >= m:
+                raise ValueError(
+                    f"sparsity.n={n!r}, sparsity.m={m!r}: N:M keeps N of every M weights and needs 1 <= N < M"
+                )
+            return cls("nm", ratio=1.0 - n / m, n=n, m=m)
+        raise ValueError(f"sparsity.pattern={kind!r}: allowed values are 'unstructured', 'nm'")
+
+    @property
+    def name(self) -> str:
+        """The one label of a pattern, in results, CSV, W&B tags and tables: ``2:4`` or ``unstructured 50%``."""
+        return f"{self.n}:{self.m}" if self.kind == "nm" else f"unstructured {self.ratio:.0%}"
+
+    @classmethod
+    def label(cls, sparsity: dict) -> str:
+        """:attr:`name` of a ``sparsity`` config section."""
+        return cls.parse(sparsity.get("pattern"), sparsity.get("ratio"), sparsity.get("n"), sparsity.get("m")).name
+
+    def check_shape(self, name: str, in_features: int) -> None:
+        """Raise if an N:M pattern cannot tile a layer's input dimension."""
+        if self.kind == "nm" and in_features % self.m:
+            raise ValueError(
+                f"sparsity {self.n}:{self.m}: layer {name} has in_features={in_features}, "
+                f"not divisible by M={self.m}"
+            )
+
+
+def prune_count(size: int, ratio: float) -> int:
+    """Number of weights pruned from a comparison group of ``size``: ``floor(ratio * size)``."""
+    return int(math.floor(ratio * size + 1e-9))
+
+
+def unstructured_mask(score: torch.Tensor, ratio: float, group: str = "layer") -> torch.Tensor:
+    """Keep mask pruning exactly ``floor(ratio * size)`` lowest scores of each comparison group.
+
+    ``group='layer'`` compares all elements of the matrix, ``group='row'`` each output row. Ties are
+    broken by a stable sort (lowest index pruned first), so tied scores never change the count.
+    """
+    if group not in ("layer", "row"):
+        raise ValueError(f"group={group!r}: allowed values are 'layer', 'row'")
+    rows = score.reshape(1, -1) if group == "layer" else score.reshape(score.shape[0], -1)
+    k = prune_count(rows.shape[1], ratio)
+    if k == 0:
+        return torch.ones_like(score, dtype=torch.bool)
+    # The first k indices of a stable ascending sort, without sorting: everything below the k-th
+    # smallest value, then the lowest-index ties at that value until the count is exactly k.
+    kth = torch.kthvalue(rows, k, dim=1, keepdim=True).values
+    below = rows < kth
+    ties = rows == kth
+    need = k - below.sum(dim=1, keepdim=True)
+    pruned = below | (ties & (ties.cumsum(dim=1) <= need))
+    return (~pruned).reshape(score.shape)
+
+
+def nm_mask(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """Keep mask holding the ``n`` highest scores of every ``m`` consecutive inputs of each row."""
+    rows, cols = score.shape
+    if cols % m:
+        raise ValueError(f"N:M mask needs in_features divisible by M: {cols} % {m} != 0")
+    groups = score.reshape(rows, cols // m, m)
+    top = torch.sort(groups, dim=-1, stable=True, descending=True).indices[..., :n]
+    keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, top, True)
+    return keep.reshape(rows, cols)
+
+
+def select_mask(score: torch.Tensor, pattern: Pattern, group: str = "layer") -> torch.Tensor:
+    """Keep mask for ``score`` under ``pattern``; ``group`` applies to unstructured patterns only."""
+    if pattern.kind == "nm":
+        return nm_mask(score, pattern.n, pattern.m)
+    return unstructured_mask(score, pattern.ratio, group)
+
+
+def sparsity_of(mask: torch.Tensor) -> float:
+    """Fraction of pruned (False) entries."""
+    return 1.0 - int(torch.count_nonzero(mask)) / mask.numel()
+
+
+_BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
+
+
+def pack_mask(keep: torch.Tensor) -> np.ndarray:
+    """A keep mask bit-packed where it lies (8 entries per byte, ``np.packbits`` order), so only an
+    eighth of it crosses to the host."""
+    flat = keep.reshape(-1).to(torch.uint8)
+    pad = (-flat.numel()) % 8
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    weights = _BIT_WEIGHTS.to(flat.device)
+    return (flat.reshape(-1, 8) * weights).sum(dim=1, dtype=torch.uint8).cpu().numpy()
+
+
+def pack_masks(masks: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Bit-pack keep masks (8 per byte) for storage between steps."""
+    return {name: pack_mask(m) for name, m in masks.items()}
+
+
+class PackedMasks(Mapping):
+    """The keep masks of one prune step, bit-packed as each is made (one bit per weight on the host,
+    never the whole model's boolean masks at once), with each mask's shape and kept count. Indexing
+    unpacks one mask."""
+
+    def __init__(self) -> None:
+        self.bits: dict[str, np.ndarray] = {}
+        self.shapes: dict[str, tuple[int, ...]] = {}
+        self.kept: dict[str, int] = {}
+
+    def add(self, name: str, keep: torch.Tensor) -> None:
+        self.kept[name] = int(torch.count_nonzero(keep))
+        self.shapes[name] = tuple(keep.shape)
+        self.bits[name] = pack_mask(keep)
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return unpack_mask(self.bits[name], self.shapes[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.bits)
+
+    def __len__(self) -> int:
+        return len(self.bits)
+
+
+def unpack_mask(packed: np.ndarray, shape) -> torch.Tensor:
+    """The boolean keep mask of ``shape`` that :func:`pack_masks` packed."""
+    count = int(np.prod(shape))
+    return torch.from_numpy(np.unpackbits(packed, count=count).astype(bool)).reshape(tuple(shape))

@@ -1,0 +1,145 @@
+"""The method contract the protocol and the engine talk to, and the name → class registry.
+
+A method is one module: pure functions for its maths (``accumulate_*``, ``*_score``), and a
+:class:`PruningMethod` subclass registered with :func:`register` that declares everything the
+protocol needs to know about it — nothing outside ``methods/`` tests a method's name:
+
+* ``prunes`` / ``uses_calibration``: whether it prunes at all, whether it needs calibration data;
+* ``carries_memory``: whether it carries memory from one step to the next (one tensor per pruned
+  linear, shaped like its weight, plus the number of steps seen). Such a method's states are keyed
+  by the whole dataset prefix, and its memory can be exported and loaded across processes
+  (``state.export`` / ``state.load``); ``memory_file`` names the exported tensors and
+  ``memory_options`` the options a loaded memory must have been made with;
+* ``updates_weights``: whether ``prune`` changes the kept weights too (SparseGPT's error
+  compensation), so a pruned model is not ``W ⊙ M`` (export recomputes it);
+* ``inits``: the step initialisations it allows (``global``: each step starts from the dense
+  weights; ``sequential``: from the previous step's pruned weights);
+* ``Options``: a dataclass of its typed options with their defaults (the only place they are
+  defined), checked in ``Options.check``; ``label`` names a configured method in tables.
+
+The engine hands each linear's calibration inputs and outputs to :meth:`accumulate` and asks
+:meth:`prune` for the new weight, the keep mask and the linear's new memory: memory goes in and
+comes out explicitly; where it is kept between layers and steps (device, host, disk) is the
+caller's business.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from copal_exp.pruning.masks import Pattern
+
+METHODS: dict[str, type["PruningMethod"]] = {}
+
+
+def register(name: str):
+    """Class decorator adding a method to :data:`METHODS` under ``name``."""
+
+    def wrap(cls: type[PruningMethod]) -> type[PruningMethod]:
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+
+    return wrap
+
+
+@dataclass
+class NoOptions:
+    def check(self) -> None:
+        """Raise ``ValueError`` naming ``method.<key>`` for a value that cannot run."""
+
+
+@dataclass
+class Memory:
+    """What a method carries between steps: a tensor (or a storage handle) per pruned linear."""
+
+    tensors: dict[str, Any] = field(default_factory=dict)
+    steps: int = 0
+
+
+class PruningMethod:
+    """Base class: a method scores the weights of one linear layer and selects a keep mask."""
+
+    name: ClassVar[str] = ""
+    prunes: ClassVar[bool] = True
+    uses_calibration: ClassVar[bool] = True
+    carries_memory: ClassVar[bool] = False
+    memory_file: ClassVar[str] = "memory.safetensors"
+    memory_options: ClassVar[tuple[str, ...]] = ()
+    inits: ClassVar[tuple[str, ...]] = ("global", "sequential")
+    updates_weights: ClassVar[bool] = False
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, pattern: Pattern, **options: Any):
+        known = {f.name for f in dataclasses.fields(self.Options)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"method={self.name}: unknown option(s) {unknown}; allowed: {sorted(known)}")
+        self.pattern = pattern
+        self.opts = self.Options(**options)
+        self.opts.check()
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        return dataclasses.asdict(cls.Options())
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The options as a plain dict (recorded in results and exported states)."""
+        return dataclasses.asdict(self.opts)
+
+    @classmethod
+    def label(cls, options: dict[str, Any], init: str) -> str:
+        """How tables name this method with these options and init."""
+        return f"{cls.name} ({init})" if len(cls.inits) > 1 else cls.name
+
+    # Bytes per linear layer of ``d_out × d_in`` weights, for the memory plan (``copal_exp.protocol.memory``):
+    # what ``new_statistics``/``accumulate`` hold for every linear of one decoder layer, what ``prune``
+    # allocates at once for one linear (default, measured: 20 bytes per weight for a float32 score, the
+    # selection's copy, boolean masks, its int64 tie counts and the new weight),
+    # and the memory carried to later steps.
+    @classmethod
+    def statistics_bytes(cls, d_out: int, d_in: int) -> int:
+        return 0
+
+    @classmethod
+    def working_bytes(cls, d_out: int, d_in: int) -> int:
+        return 20 * d_out * d_in if cls.prunes else 0
+
+    @classmethod
+    def memory_bytes(cls, d_out: int, d_in: int) -> int:
+        return 0
+
+    def new_statistics(self, weight: torch.Tensor) -> Any:
+        """Empty per-step statistics for a linear layer with this weight."""
+        return None
+
+    def accumulate(self, stats: Any, inputs: torch.Tensor, outputs: torch.Tensor, bias: torch.Tensor | None) -> Any:
+        """Fold one batch of calibration segments (``[B, L, d_in]`` → ``[B, L, d_out]``) into ``stats``."""
+        return stats
+
+    def prune(self, name: str, weight: torch.Tensor, stats: Any,
+              memory: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Return ``(new_weight, keep_mask, new_memory)`` for the linear layer ``name``; ``memory`` is its
+        memory from earlier steps (``None`` at the first step, and always for methods without memory)."""
+        raise NotImplementedError
+
+
+def method_class(name: str) -> type[PruningMethod]:
+    if name not in METHODS:
+        raise ValueError(f"method={name!r}: allowed values are {sorted(METHODS)}")
+    return METHODS[name]
+
+
+def build_method(name: str, pattern: Pattern, **options: Any) -> PruningMethod:
+    """Instantiate the method registered as ``name``."""
+    return method_class(name)(pattern, **options)
+
+
+def reference_method() -> type[PruningMethod]:
+    """The registered method that does not prune (the dense reference of every table)."""
+    return next(cls for cls in METHODS.values() if not cls.prunes)

@@ -1,0 +1,92 @@
+"""The paper's figures (BWT against a swept setting) and a sweep's perplexity-matrix heatmaps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from copal_exp.metrics.heatmap import matrix_figure, ratio_bar, ratio_norm
+from copal_exp.reporting.runs import job_label, prunes, run_label
+from copal_exp.reporting.tables import swept_keys
+
+
+def bwt_curve(runs: list[dict[str, Any]], x_key: str, x_label: str, path: Path) -> tuple[pd.DataFrame, Path]:
+    """Mean and max BWT per method against a swept setting (paper Figures 1 and 3)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for r in runs:
+        if not prunes(r):
+            continue
+        x = r["config"]["sparsity"].get("ratio") if x_key == "ratio" else r["config"]["data"]["nsamples"]
+        rows.append({"method": run_label(r), x_key: x, "a_bwt": r["summary"]["a_bwt"], "m_bwt": r["summary"]["m_bwt"]})
+    frame = pd.DataFrame(rows).sort_values(["method", x_key]).reset_index(drop=True)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for method, part in frame.groupby("method"):
+        axes[0].plot(part[x_key], part["a_bwt"], marker="o", label=method)
+        axes[1].plot(part[x_key], part["m_bwt"], marker="o", label=method)
+    for ax, title in zip(axes, ("mean BWT (a-bwt)", "max BWT (m-bwt)")):
+        ax.set_xlabel(x_label)
+        ax.set_ylabel("perplexity points")
+        ax.set_title(title)
+        ax.axhline(0, color="grey", lw=0.5)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return frame, path
+
+
+FIGURES = {"fig1": ("ratio", "sparsity ratio"), "fig3": ("nsamples", "calibration segments")}
+
+
+def _job_grid(runs: list[dict[str, Any]], path: Path, norm, swept: list[str]) -> Path:
+    import matplotlib.pyplot as plt
+
+    n_orders = max(len(r["permutations"]) for r in runs)
+    fig, axes = plt.subplots(len(runs), n_orders, figsize=(3.4 * n_orders + 1.2, 2.8 * len(runs) + 0.4),
+                             squeeze=False, gridspec_kw={"wspace": 0.75, "hspace": 0.45})
+    image = None
+    for i, r in enumerate(runs):
+        for j in range(n_orders):
+            if j >= len(r["permutations"]):
+                axes[i][j].axis("off")
+                continue
+            perm = r["permutations"][j]
+            title = job_label(r, swept) if j == 0 else ""
+            matrix_figure(perm["ppl_matrix"], r["datasets"], perm["order"], title, ax=axes[i][j],
+                          dense=r.get("dense_ppl"), norm=norm)
+            image = axes[i][j].images[0]
+    ratio_bar(fig, image, axes)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def heatmaps(runs: list[dict[str, Any]], path: Path, per_job_above: int = 4) -> Path:
+    """Every job's perplexity matrices, with the dense row and one shared colour scale (relative to
+    dense). Up to ``per_job_above`` jobs go into ``path``; larger sweeps get one figure per job in a
+    folder named after ``path`` (``ppl_matrices/<job>.png``), and ``path`` shows the first jobs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+
+    ratios = [np.array(p["ppl_matrix"]) / np.array([r["dense_ppl"][d] for d in r["datasets"]])
+              for r in runs for p in r["permutations"] if r.get("dense_ppl")]
+    norm = ratio_norm(float(min(x.min() for x in ratios)) if ratios else 0.5,
+                      float(max(x.max() for x in ratios)) if ratios else 2.0)
+    swept = swept_keys(runs)  # titles name what tells the jobs apart
+    if len(runs) > per_job_above:
+        folder = path.with_suffix("")
+        folder.mkdir(parents=True, exist_ok=True)
+        for k, r in enumerate(runs):
+            name = f"{k:02d}-{job_label(r, swept)}".replace(" ", "_").replace("/", "_")
+            name = "".join(c for c in name if c.isalnum() or c in "-_.:,()%")
+            _job_grid([r], folder / f"{name}.png", norm, swept)
+    return _job_grid(runs[:per_job_above], path, norm, swept)
