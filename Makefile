@@ -5,8 +5,11 @@ SHELL := /bin/bash
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# Reference data read in place (never copied): ../shared/data beside the checkout unless set.
+# Reference data read in place (never copied): ../shared/data beside the checkout, when it is there and
+# COPAL_DATA_DIR is unset. A plain clone has none: the demo needs none, the tests say where to get it.
+ifneq ($(wildcard ../shared/data/README.md),)
 export COPAL_DATA_DIR ?= $(abspath ../shared/data)
+endif
 MODEL  ?= smollm2_135m
 ARGS   ?=
 # CPU-scale defaults for the paper targets; on a GPU box run e.g. `make table2 MODEL=llama_7b SCALE=`.
@@ -16,7 +19,7 @@ OUT    := multirun/paper_$(MODEL)
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  Variables: MODEL=$(MODEL) (model config), ARGS='extra Hydra overrides', COPAL_DATA_DIR=$(COPAL_DATA_DIR)"
+	@echo "  Variables: MODEL=$(MODEL) (model config), ARGS='extra Hydra overrides', COPAL_DATA_DIR=$(or $(COPAL_DATA_DIR),unset: no reference data; make demo needs none)"
 
 setup: $(STAMP) ## Create .venv and install the project (torch 2.13.0 pinned) and the SmolLM2 model package
 

@@ -16,14 +16,29 @@ TINY = ["model=tiny_llama", "data.nsamples=2", "data.seqlen=32", "eval.max_windo
 
 
 def shared_data_dir() -> Path:
-    return Path(os.environ.get("COPAL_DATA_DIR", REPO.parent / "shared" / "data")).resolve()
+    return Path(os.environ.get("COPAL_DATA_DIR") or REPO.parent / "shared" / "data").resolve()
+
+
+def has_reference_data(root: Path) -> bool:
+    return all((root / name).is_dir() for name in ("wikitext2", "ptb", "c4"))
+
+
+def pytest_collection_finish(session):
+    """Tests that read the reference data fail as one line saying where to get it, before any of them
+    runs (never a skip: in CI a missing data directory is a failure)."""
+    root = shared_data_dir()
+    needing = [item for item in session.items if "data_root" in getattr(item, "fixturenames", ())]
+    if needing and not has_reference_data(root):
+        pytest.exit(f"reference data not found at {root} ({len(needing)} selected tests read it): set "
+                    "COPAL_DATA_DIR to a copy of shared/data (wikitext2/, ptb/, c4/) or check out shared/ "
+                    "beside the repository", returncode=4)
 
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     root = shared_data_dir()
     # A missing data directory is a failure, never a skip: the end-to-end tests are the point.
-    assert (root / "wikitext2").is_dir() and (root / "ptb").is_dir() and (root / "c4").is_dir(), (
+    assert has_reference_data(root), (
         f"reference data not found at {root}: set COPAL_DATA_DIR or check out shared/ beside the repository"
     )
     return root

@@ -109,14 +109,16 @@ def test_every_config_key_is_documented_in_the_readme():
     from conftest import REPO
 
     from copal_exp.config import schema
+    from copal_exp.models.loading import MODEL_SOURCES
+    from copal_exp.protocol.tracking import LOGGERS
     from copal_exp.pruning.methods import METHODS
 
     readme = (REPO / "README.md").read_text()
     keys = [f"{name}.{f.name}" for name, cls in schema.SECTIONS.items() for f in dataclasses.fields(cls)
             if f.name != "offload"]
     keys += [f"run.offload.{f.name}" for f in dataclasses.fields(schema.OffloadConfig)]
-    groups = {"model": list(schema.MODEL_SOURCES.values()), "sparsity": [schema.SparsityConfig],
-              "order": [schema.OrderConfig], "logger": list(schema.LOGGERS.values())}
+    groups = {"model": [source.config for source in MODEL_SOURCES.values()], "sparsity": [schema.SparsityConfig],
+              "order": [schema.OrderConfig], "logger": [cls.config for cls in LOGGERS.values()]}
     keys += [f"{group}.{f.name}" for group, classes in groups.items() for cls in classes
              for f in dataclasses.fields(cls)]
     keys += [f"method.{option}" for cls in METHODS.values() for option in cls.defaults()]

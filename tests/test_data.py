@@ -32,7 +32,7 @@ def test_local_resolution_records_stand_ins(data_root):
 
 
 def test_missing_data_gives_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"dataset 'ptb' \(calibration split\) is not available.*data.root"):
+    with pytest.raises(DataError, match=r"dataset 'ptb' \(calibration split\) is not available.*data.root"):
         load_text("ptb", "calibration", tmp_path, use_hub=False)
     with pytest.raises(ValueError, match="unknown dataset 'imdb'"):
         load_text("imdb", "evaluation", tmp_path)

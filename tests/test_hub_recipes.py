@@ -5,6 +5,7 @@ import gzip
 import pytest
 
 from copal_exp.data.sources import load_hub, load_text, read_rows
+from copal_exp.errors import DataError
 
 
 def test_c4_hub_recipe_reads_json_gz_shards(tmp_path, data_root):
@@ -35,7 +36,7 @@ def test_parquet_mirror_recipe(tmp_path, data_root, dataset, field, local, reade
 def test_failed_hub_load_gives_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    with pytest.raises(FileNotFoundError) as err:
+    with pytest.raises(DataError) as err:
         load_text("wikitext2", "calibration", tmp_path, {"path": str(tmp_path / "no-such-dataset")})
     message = str(err.value)
     assert "dataset 'wikitext2' (calibration split) is not available" in message

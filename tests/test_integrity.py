@@ -42,7 +42,7 @@ def job(data_root, *extra):
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` (except the lock and Hydra's log) with its bytes."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name not in ("job.lock", "__main__.log")}
+            if p.is_file() and p.name not in ("job.lock", "copal_exp.log")}
 
 
 def cli(args, cwd, data_root, **kw):
@@ -542,9 +542,9 @@ def test_first_wandb_failure_turns_it_off_for_the_rest_of_the_process(tmp_path, 
         raise wandb.errors.CommError("timed out")
 
     monkeypatch.setattr(wandb, "init", broken_init)
-    config = validate(compose(["logger=wandb", "model=tiny_llama"])).resolved
+    settings = validate(compose(["logger=wandb", "model=tiny_llama"]))
     for k in range(3):
-        logger = make_logger(config["logger"], config, tmp_path / str(k))
+        logger = make_logger(settings.logger, settings.resolved, tmp_path / str(k))
         assert isinstance(logger, NullLogger) and logger.run is None
     assert len(calls) == 1
 
@@ -561,8 +561,8 @@ def test_unreachable_wandb_server_is_detected_in_seconds_and_logs_offline(tmp_pa
     attempts = []
     real = socket.create_connection
     monkeypatch.setattr(socket, "create_connection", lambda *a, **k: attempts.append(a) or real(*a, **k))
-    config = validate(compose(["logger=wandb", "logger.mode=online", "model=tiny_llama"])).resolved
-    loggers = [tracking.make_logger(config["logger"], config, tmp_path / str(k)) for k in range(2)]
+    settings = validate(compose(["logger=wandb", "logger.mode=online", "model=tiny_llama"]))
+    loggers = [tracking.make_logger(settings.logger, settings.resolved, tmp_path / str(k)) for k in range(2)]
     try:
         assert all(lg.run is not None and lg.run.settings.mode == "offline" for lg in loggers)
     finally:

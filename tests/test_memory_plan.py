@@ -49,7 +49,7 @@ def test_plan_arithmetic_on_llama_shapes(name):
     assert gpu["statistics of one decoder layer"] == 4 * (4 * h * h + 3 * h * i)  # this step's G, fp32
     assert gpu["evaluation logits (1 window(s) per pass)"] == 3 * 2048 * 32000 * 4
     if name == "llama_65b":  # its model config evaluates layer by layer: never the whole model on the GPU
-        assert settings.eval["layerwise"] and "the whole model during evaluation" not in gpu
+        assert settings.eval.layerwise and "the whole model during evaluation" not in gpu
     else:
         assert gpu["the whole model during evaluation"] == 2 * params
     assert plan.total("host") == sum(host.values())

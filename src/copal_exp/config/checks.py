@@ -8,8 +8,6 @@ from typing import Any
 
 from copal_exp.config.fields import coerce
 from copal_exp.config.schema import (
-    LOGGERS,
-    MODEL_SOURCES,
     DataConfig,
     EvalConfig,
     PruneConfig,
@@ -61,30 +59,10 @@ def section(c: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
-def check_model_section(model: dict[str, Any]) -> dict[str, Any]:
-    sources = tuple(MODEL_SOURCES)
-    require(model.get("source") in sources, f"model.source={model.get('source')!r}: allowed values are {sources}")
-    model = coerce(model, MODEL_SOURCES[model["source"]], "model")
-    if model["source"] == "hub":
-        path = model.get("name_or_path")
-        require(path not in ("", "???"),
-                f"model.name_or_path={path!r}: model={model.get('name')} needs the model to load, e.g. "
-                "model.name_or_path=meta-llama/Llama-3.2-1B (a Hugging Face id) or a local folder")
-    return model
-
-
-def check_logger(logger: Any) -> dict[str, Any]:
-    logger = logger or {"name": "none"}
-    require(isinstance(logger, dict) and logger.get("name") in LOGGERS,
-            f"logger={logger.get('name') if isinstance(logger, dict) else logger!r}: allowed values are {list(LOGGERS)}")
-    logger = coerce(logger, LOGGERS[logger["name"]], "logger")
-    if "init_timeout" in logger:
-        require(logger["init_timeout"] > 0, f"logger.init_timeout={logger['init_timeout']}: must be > 0")
-    return logger
-
-
 def check_data(data: dict[str, Any]) -> dict[str, Any]:
     data = coerce(data, DataConfig, "data")
+    if data.get("root") == "":  # COPAL_DATA_DIR set but empty: no reference data
+        data["root"] = None
     root = data.get("root")
     if root is not None:
         path = Path(str(root)).expanduser()

@@ -1,4 +1,7 @@
-"""Typed reading of user-given config values: each failure is a :class:`ConfigError` naming the key."""
+"""Typed reading of user-given config values: each failure is a :class:`ConfigError` naming the key.
+
+:func:`coerce` reads a composed section into its schema's declared types (a plain dict: the job's record);
+:func:`typed` gives the schema's dataclass instance, the form every consumer reads."""
 
 from __future__ import annotations
 
@@ -98,3 +101,20 @@ def coerce(values: Any, schema: type, where: str) -> dict[str, Any]:
         if name in values:
             out[name] = _coerce_value(values[name], hints[name], f"{where}.{name}", dict(spec.metadata))
     return out
+
+
+def instance(schema: type, values: dict[str, Any]):
+    """The ``schema`` dataclass built from already coerced ``values`` (nested sections included)."""
+    hints = typing.get_type_hints(schema)
+    fields = {}
+    for spec in dataclasses.fields(schema):
+        if spec.name in values:
+            value, kind = values[spec.name], hints[spec.name]
+            fields[spec.name] = instance(kind, value) if dataclasses.is_dataclass(kind) and isinstance(value, dict) \
+                else value
+    return schema(**fields)
+
+
+def typed(values: Any, schema: type, where: str):
+    """``values`` read into an instance of ``schema`` (:func:`coerce`, then :func:`instance`)."""
+    return instance(schema, coerce(values, schema, where))

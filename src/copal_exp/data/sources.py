@@ -63,11 +63,11 @@ LOCAL_FILES: dict[tuple[str, str], list[tuple[str, str, str | None]]] = {
 
 #: The exact Hugging Face recipes (docs/design.md, "Data recipes"); ``data.hub`` in the config may override any field.
 HUB_RECIPES: dict[str, dict[str, Any]] = {
-    "wikitext2": {"path": "wikitext", "name": "wikitext-2-raw-v1", "field": "text",
+    "wikitext2": {"path": "wikitext", "name": "wikitext-2-raw-v1", "revision": None, "field": "text",
                   "split": {"calibration": "train", "evaluation": "test"}},
-    "ptb": {"path": "ptb_text_only", "name": "penn_treebank", "field": "sentence",
+    "ptb": {"path": "ptb_text_only", "name": "penn_treebank", "revision": None, "field": "sentence",
             "split": {"calibration": "train", "evaluation": "test"}},
-    "c4": {"path": "allenai/c4", "name": None, "field": "text",
+    "c4": {"path": "allenai/c4", "name": None, "revision": None, "field": "text",
            "split": {"calibration": "train", "evaluation": "validation"},
            "data_files": {"calibration": {"train": "en/c4-train.00000-of-01024.json.gz"},
                           "evaluation": {"validation": "en/c4-validation.00000-of-00008.json.gz"}}},
@@ -157,9 +157,10 @@ def load_text(dataset: str, role: str, root: str | Path | None, hub: dict[str, A
             raise
         except Exception as exc:  # network, missing script support, bad repo ...
             problem = f"loading it from the Hugging Face Hub failed: {type(exc).__name__}: {exc}"
-    raise FileNotFoundError(
+    problem = " ".join(problem.split())  # one line, whatever the Hub's message looked like
+    raise DataError(
         f"dataset {dataset!r} ({role} split) is not available: no local file among {looked}, and {problem}. "
         "Provide the data: set data.root (or the COPAL_DATA_DIR environment variable) to a directory laid out "
-        "like shared/data (see README, 'How data is found'), or give this machine access to the Hugging Face Hub "
+        "like shared/data (docs/data.md), or give this machine access to the Hugging Face Hub "
         f"(data.hub.{dataset}.path selects a mirror)."
     )

@@ -79,11 +79,10 @@ class Selection:
     max_layer: int | None = None
 
     @classmethod
-    def from_config(cls, prune: dict[str, Any] | None) -> "Selection":
-        prune = prune or {}
-        targets = prune.get("targets")
-        return cls(None if targets is None else tuple(targets), tuple(prune.get("ignore") or ()),
-                   int(prune.get("min_layer") or 0), prune.get("max_layer"))
+    def from_config(cls, prune) -> "Selection":
+        """From the typed ``prune`` section (:class:`copal_exp.config.schema.PruneConfig`)."""
+        return cls(None if prune.targets is None else tuple(prune.targets), tuple(prune.ignore), prune.min_layer,
+                   prune.max_layer)
 
     def selects(self, name: str, layer_index: int) -> bool:
         if layer_index < self.min_layer or (self.max_layer is not None and layer_index >= self.max_layer):

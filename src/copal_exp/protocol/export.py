@@ -23,24 +23,19 @@ from copal_exp.errors import UserError
 from copal_exp.io.checkpoint import StateStore
 from copal_exp.io.results import load_results
 from copal_exp.models.anatomy import (
-    Selection,
     prunable_linears,
     set_weight_matrix,
     weight_matrix,
 )
-from copal_exp.protocol.plan import make_plan
-from copal_exp.protocol.settings import validate
+from copal_exp.protocol.settings import Settings, validate
 from copal_exp.pruning.masks import unpack_mask
-from copal_exp.pruning.methods import build_method, method_class
 
 log = logging.getLogger(__name__)
 
 
-def state_chain(settings, order: int, step: int) -> list[tuple[str, tuple]]:
+def state_chain(settings: Settings, order: int, step: int) -> list[tuple[str, tuple]]:
     """``(dataset, state key)`` of every step from the first to ``step`` of order ``order``."""
-    cls = method_class(settings.method)
-    plan = make_plan(settings.orders, cls.carries_memory or settings.init == "sequential",
-                     bool(settings.run.get("planner", True)))
+    plan = settings.state_plan()
     if not 0 <= order < len(plan.keys) or not 0 <= step < len(plan.keys[order]):
         raise UserError(f"--order {order} --step {step + 1}: this job has {len(plan.keys)} order(s) of "
                         f"{len(settings.datasets)} step(s)")
@@ -50,8 +45,7 @@ def state_chain(settings, order: int, step: int) -> list[tuple[str, tuple]]:
 def pruned_model(job_dir: Path, order: int = 0, step: int | None = None) -> tuple[Any, Any, dict[str, Any]]:
     """The model (and tokenizer) of a job's state, and that state's record."""
     from copal_exp.models.loading import load_model
-    from copal_exp.protocol.job import load_job_data
-    from copal_exp.protocol.settings import resolve_device
+    from copal_exp.protocol.runner import load_job_data
     from copal_exp.pruning.engine import prune_model
 
     results = load_results(job_dir)
@@ -62,17 +56,17 @@ def pruned_model(job_dir: Path, order: int = 0, step: int | None = None) -> tupl
     if record is None:
         raise UserError(f"{job_dir}: state {chain[-1][1]} was not computed (yet): run the job to completion first")
     model, tokenizer = load_model(settings.model)
-    selection = Selection.from_config(settings.resolved.get("prune"))
+    selection = settings.selection
     linears = prunable_linears(model, selection)
-    cls = method_class(settings.method)
+    cls = settings.method_class
     if cls.updates_weights:  # recompute the weights: run the steps leading to the state again
         data, _ = load_job_data(settings, tokenizer)
-        device = resolve_device(settings.run.get("device", "auto"))
+        device = settings.device
         steps = chain if settings.init == "sequential" else chain[-1:]
         memory = None
         for dataset, _key in steps:
             masks, memory = prune_model(model, data[dataset].calibration,
-                                        build_method(settings.method, settings.pattern, **settings.method_options),
+                                        settings.build_method(),
                                         device, progress=False, desc=f"recompute {dataset}", memory=memory,
                                         selection=selection)
         for layer, packed in record["masks"].items():
@@ -92,17 +86,17 @@ def model_card(info: dict[str, Any]) -> str:
     ppl = "\n".join(f"| {d} | {v:.3f} | {info['results']['dense_ppl'][d]:.3f} |" for d, v in record["ppl"].items())
     return f"""---
 tags: [pruned, sparsity, copal_exp]
-base_model: {s.model.get('name_or_path') or s.model['name']}
+base_model: {getattr(s.model, 'name_or_path', None) or s.model.name}
 ---
 
-# {s.model['name']} pruned with {method_class(s.method).label(s.method_options, s.init)}, {s.pattern.name}
+# {s.model.name} pruned with {s.method_class.label(s.method_options, s.init)}, {s.pattern.name}
 
 Pruned by copal_exp (continual pruning, no training), state after the steps {chain}.
 
 * method: `{s.method}` with {json.dumps(s.method_options)}, init `{s.init}`
 * sparsity pattern: {s.pattern.name}; achieved overall sparsity {record['sparsity']['overall']:.4f}
-* calibration: {s.data['nsamples']} segments × {s.data['seqlen']} tokens per step, seed {s.data['seed']}
-* evaluation: windows of {s.data['seqlen']} tokens (at most {s.eval.get('max_windows') or 'all'} per dataset)
+* calibration: {s.data.nsamples} segments × {s.data.seqlen} tokens per step, seed {s.data.seed}
+* evaluation: windows of {s.data.seqlen} tokens (at most {s.eval.max_windows or 'all'} per dataset)
 
 | dataset | perplexity | dense |
 |---|---|---|
@@ -128,11 +122,11 @@ def verify(out: Path, info: dict[str, Any]) -> dict[str, float]:
     from transformers import AutoModelForCausalLM
 
     from copal_exp.evaluation.perplexity import perplexity
-    from copal_exp.models.loading import _dtype, load_tokenizer
-    from copal_exp.protocol.job import load_job_data
+    from copal_exp.models.loading import load_tokenizer, torch_dtype
+    from copal_exp.protocol.runner import load_job_data
 
     settings = info["settings"]
-    model = AutoModelForCausalLM.from_pretrained(out, dtype=_dtype(settings.model.get("dtype", "float32"))).eval()
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch_dtype(settings.model)).eval()
     data, _ = load_job_data(settings, load_tokenizer(settings.model))
     got = {d: perplexity(model, split.evaluation) for d, split in data.items()}
     for d, value in got.items():

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from copal_exp.errors import JobInterrupted
 from copal_exp.io.checkpoint import StateStore
 from copal_exp.io.results import library_versions, write_results
-from copal_exp.models.anatomy import Selection, prunable_linears, weight_matrix
+from copal_exp.models.anatomy import prunable_linears, weight_matrix
 from copal_exp.protocol.continual import export_state, load_state, model_identity
 from copal_exp.protocol.jobdir import (
     JobLock,
@@ -29,9 +29,8 @@ from copal_exp.protocol.jobdir import (
 from copal_exp.protocol.launchers import sigterm_interrupts, torch_threads
 from copal_exp.protocol.memory import peak_rss_bytes, plan_for_job
 from copal_exp.protocol.runner import Experiment, load_job_data
-from copal_exp.protocol.settings import check_context, check_model, resolve_device, validate
+from copal_exp.protocol.settings import Settings, check_context, check_model, validate
 from copal_exp.protocol.tracking import make_logger
-from copal_exp.pruning.methods import method_class
 
 log = logging.getLogger("copal_exp")
 
@@ -45,14 +44,14 @@ def run_job(cfg: DictConfig, out_dir: str | Path, hydra_cfg: DictConfig | None =
     check_context(settings, context_before_load(settings.model))
     out_dir = Path(out_dir)
     launcher = dict(hydra_cfg.launcher) if hydra_cfg is not None and "launcher" in hydra_cfg else None
-    with JobLock(out_dir), sigterm_interrupts(), torch_threads(settings.run.get("threads"), launcher):
+    with JobLock(out_dir), sigterm_interrupts(), torch_threads(settings.run.threads, launcher):
         store = StateStore(out_dir)
         check_configuration(out_dir, settings.resolved, store.config)  # refuses before anything is written
         if hydra_cfg is not None and completed_results(out_dir) is None:
             write_hydra_files(out_dir, cfg, hydra_cfg)
         store.initialise(settings.resolved)
         removed = store.remove_orphans() + remove_temporary_files(out_dir)
-        if not (settings.run.get("offload") or {}).get("dir"):  # the job's own offload folder
+        if not settings.run.offload.dir:  # the job's own offload folder
             removed += remove_orphans(offload_folder(None, out_dir), store.referenced_offload_files())
         if removed:
             log.info("removed %d file(s) left by an interrupted run: %s", len(removed),
@@ -64,14 +63,14 @@ def run_job(cfg: DictConfig, out_dir: str | Path, hydra_cfg: DictConfig | None =
         return _run(settings, out_dir, store, hydra_cfg)
 
 
-def _run(settings, out_dir: Path, store: StateStore, hydra_cfg=None) -> dict:
+def _run(settings: Settings, out_dir: Path, store: StateStore, hydra_cfg=None) -> dict:
     from copal_exp.models.loading import load_model, load_tokenizer
 
     extra = {"versions": library_versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
              "threads": torch.get_num_threads()}
     earlier = read_results(out_dir) or {}  # an earlier attempt's partial record: kept if this one fails early
     swept = list(hydra_cfg.overrides.task) if hydra_cfg is not None else []
-    tracker = make_logger(settings.resolved.get("logger"), settings.resolved, out_dir, swept)
+    tracker = make_logger(settings.logger, settings.resolved, out_dir, swept)
 
     def save(results):
         extra["peak_rss_bytes"] = peak_rss_bytes()
@@ -82,33 +81,31 @@ def _run(settings, out_dir: Path, store: StateStore, hydra_cfg=None) -> dict:
     try:
         tokenizer = load_tokenizer(settings.model)
         data, data_root = load_job_data(settings, tokenizer)  # data problems surface before the model loads
-        device = resolve_device(settings.run["device"])
+        device = settings.device
         windows = max(split.evaluation.shape[0] for split in data.values())
         plan = plan_for_job(settings, device, windows, out_dir)  # refuses what cannot fit; decides residency
         extra["memory_plan"] = plan.record()
         model, tokenizer = load_model(settings.model, device)
         check_model(settings, model)  # shapes and context, before any calibration
-        state_cfg = settings.resolved.get("state") or {}
-        method = method_class(settings.method)
+        state, method = settings.state, settings.method_class
         initial_memory, continual = None, {}
-        if state_cfg.get("load") or state_cfg.get("export"):
-            identity = model_identity(settings.model["name"],
-                                      {n: weight_matrix(lin) for n, lin in prunable_linears(
-                                          model, Selection.from_config(settings.resolved.get("prune"))).items()})
-        if state_cfg.get("load"):
-            initial_memory, meta = load_state(state_cfg["load"], identity, method, settings.method_options)
-            continual = {"loaded_from": str(state_cfg["load"]), "datasets_seen_before": meta["datasets_seen"]}
-            log.info("continuing %s after %s from %s", method.name, meta["datasets_seen"], state_cfg["load"])
+        if state.load or state.export:
+            identity = model_identity(settings.model.name, {n: weight_matrix(lin) for n, lin in
+                                                            prunable_linears(model, settings.selection).items()})
+        if state.load:
+            initial_memory, meta = load_state(state.load, identity, method, settings.method_options)
+            continual = {"loaded_from": str(state.load), "datasets_seen_before": meta["datasets_seen"]}
+            log.info("continuing %s after %s from %s", method.name, meta["datasets_seen"], state.load)
         experiment = Experiment(settings, model, tokenizer, on_progress=save, store=store,
-                                initial_memory=initial_memory, keep_final_state=bool(state_cfg.get("export")),
+                                initial_memory=initial_memory, keep_final_state=bool(state.export),
                                 resident=plan.resident)
         results = experiment.run(data, data_root)
-        if state_cfg.get("export"):
+        if state.export:
             history = continual.get("datasets_seen_before", []) + list(settings.orders[0])
-            export_state(state_cfg["export"], experiment.final_state().memory, identity, history, method,
+            export_state(state.export, experiment.final_state().memory, identity, history, method,
                          settings.method_options)
-            continual.update({"exported_to": str(state_cfg["export"]), "datasets_seen": history})
-            log.info("%s state after %s exported to %s", method.name, history, state_cfg["export"])
+            continual.update({"exported_to": str(state.export), "datasets_seen": history})
+            log.info("%s state after %s exported to %s", method.name, history, state.export)
         if continual:
             results["continual"] = continual
     except BaseException as exc:  # keep everything computed so far, marked as failed or interrupted

@@ -22,14 +22,11 @@ import torch
 
 from copal_exp.errors import ConfigError
 from copal_exp.models.anatomy import (
-    Selection,
     decoder_layers,
     layer_prefix,
     prunable_linears,
     weight_matrix,
 )
-from copal_exp.protocol.plan import make_plan
-from copal_exp.pruning.methods import method_class
 
 GIB = 1024**3
 RESIDENT_SHARE = 0.9  # of the GPU's memory a job keeping its whole model there may plan to use
@@ -86,19 +83,19 @@ def plan_memory(model: torch.nn.Module, settings, dtype: torch.dtype, device: st
     """The plan of ``settings``'s job on ``model`` (meta or real) in ``dtype`` on ``device``; ``baseline``
     is what the process holds before the model loads, ``eval_windows`` the most windows of a dataset,
     ``resident`` whether the whole model stays on the GPU for the job."""
-    run, offload = settings.run, settings.run.get("offload") or {}
-    method = method_class(settings.method)
+    offload = settings.run.offload
+    method = settings.method_class
     item = torch.empty((), dtype=dtype).element_size()
     gpu = str(device).startswith("cuda")
     place = {"device": "gpu" if gpu else "host", "cpu": "host", "disk": "disk"}
     compute = "gpu" if gpu else "host"
-    linears = prunable_linears(model, Selection.from_config(settings.resolved.get("prune")))
+    linears = prunable_linears(model, settings.selection)
     shapes = {name: tuple(weight_matrix(lin).shape) for name, lin in linears.items()}
     prunable = sum(o * i for o, i in shapes.values())
     params = sum(p.numel() for p in model.parameters())
     config = model.config
     hidden, vocab = int(config.hidden_size), int(config.vocab_size)
-    seqlen, nsamples = int(settings.data["seqlen"]), int(settings.data["nsamples"])
+    seqlen, nsamples = settings.data.seqlen, settings.data.nsamples
     layer_params = max(sum(p.numel() for p in layer.parameters()) for layer in decoder_layers(model))
     prefix = layer_prefix(model)
     per_layer: dict[str, list[tuple[int, int]]] = {}
@@ -112,12 +109,11 @@ def plan_memory(model: torch.nn.Module, settings, dtype: torch.dtype, device: st
     if resident:
         p.needs.append(Need("the whole model, kept on the GPU for the job", "gpu", params * item, "run.resident=false"))
     if method.prunes:
-        order_plan = make_plan(settings.orders, method.carries_memory or settings.init == "sequential",
-                               bool(run.get("planner", True)))
+        order_plan = settings.state_plan()
         carries = order_plan.peak_carries()
         layer_statistics = max((sum(method.statistics_bytes(o, i) for o, i in layer) for layer in per_layer.values()),
                                default=0)
-        if method.carries_memory and place[offload.get("memory", "cpu")] == compute:
+        if method.carries_memory and place[offload.memory] == compute:
             layer_statistics = 0  # they become the new memory where they are: counted with the carried states
         p.needs += [
             Need("dense copy of the pruned weights", "host", prunable * item),
@@ -132,7 +128,7 @@ def plan_memory(model: torch.nn.Module, settings, dtype: torch.dtype, device: st
             p.needs.append(Need("the decoder layer being pruned", "gpu", layer_params * item))
         memory = sum(method.memory_bytes(o, i) for o, i in shapes.values())
         if memory:
-            where = place[offload.get("memory", "cpu")]
+            where = place[offload.memory]
             p.needs.append(Need(f"{method.name} memory of {carries} carried state(s)", where, carries * memory,
                                 "run.offload.memory=disk"))
             if where != "disk":  # checkpointed into states/ (a disk-offloaded memory is referenced, not copied)
@@ -140,9 +136,9 @@ def plan_memory(model: torch.nn.Module, settings, dtype: torch.dtype, device: st
         if settings.init == "sequential":
             p.needs += [Need(f"pruned weights of {carries} carried state(s)", "host", carries * prunable * item),
                         Need("pruned-weight checkpoints (states/)", "disk", max(carries - 1, 0) * prunable * item)]
-    batch = int(settings.eval.get("batch_size", 1))
+    batch = settings.eval.batch_size
     logits = 3 * batch * seqlen * vocab * 4  # logits, their float32 copy and the log-softmax
-    if bool(settings.eval.get("layerwise", False)):
+    if settings.eval.layerwise:
         p.needs.append(Need("layer-wise evaluation: hidden states of every window", "host",
                             eval_windows * seqlen * hidden * item))
         if gpu and not resident:
@@ -157,7 +153,7 @@ def plan_memory(model: torch.nn.Module, settings, dtype: torch.dtype, device: st
 def activations_place(settings, resident: bool) -> str:
     """Where calibration activations wait between layers: ``run.offload.activations``, where ``auto`` is the
     device for a model kept there and the host otherwise."""
-    place = (settings.run.get("offload") or {}).get("activations", "auto")
+    place = settings.run.offload.activations
     return ("device" if resident else "cpu") if place == "auto" else place
 
 
@@ -168,7 +164,7 @@ def choose_resident(model: torch.nn.Module, settings, dtype: torch.dtype, device
     the CUDA context and the allocator). Never on a CPU, where the model is always where it computes."""
     if not str(device).startswith("cuda"):
         return False
-    wanted = settings.run.get("resident")
+    wanted = settings.run.resident
     if wanted is not None:
         return bool(wanted)
     trial = plan_memory(model, settings, dtype, device, baseline, eval_windows, resident=True)
@@ -181,7 +177,7 @@ def plan_for_job(settings, device: str, eval_windows: int, job_dir: Path) -> Mem
     from copal_exp.models.loading import meta_model, model_config, torch_dtype
 
     model, dtype, baseline = meta_model(model_config(settings.model)), torch_dtype(settings.model, device), rss_bytes()
-    folder = Path((settings.run.get("offload") or {}).get("dir") or job_dir)
+    folder = Path(settings.run.offload.dir or job_dir)
     limits = machine_limits(device, folder)
     resident = choose_resident(model, settings, dtype, device, limits[1], baseline, eval_windows)
     plan = plan_memory(model, settings, dtype, device, baseline, eval_windows, resident)

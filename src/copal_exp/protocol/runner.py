@@ -21,15 +21,15 @@ from copal_exp.io.offload import Offloader, return_freed_memory
 from copal_exp.io.paths import default_root, token_cache_dir
 from copal_exp.metrics.records import metrics, permutation
 from copal_exp.metrics.transfer import sparsity_report
-from copal_exp.models.anatomy import Selection, prunable_linears, pruned_modules
+from copal_exp.models.anatomy import prunable_linears, pruned_modules
 from copal_exp.protocol.evaluator import Evaluator
 from copal_exp.protocol.jobdir import offload_folder
 from copal_exp.protocol.memory import activations_place
-from copal_exp.protocol.plan import Plan, make_plan
-from copal_exp.protocol.settings import Settings, resolve_device
+from copal_exp.protocol.plan import Plan
+from copal_exp.protocol.settings import Settings
 from copal_exp.protocol.states import ModelState, StateCache
 from copal_exp.pruning.engine import PhaseTimer, prune_model
-from copal_exp.pruning.methods import Memory, build_method, method_class
+from copal_exp.pruning.methods import Memory
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +50,15 @@ class Experiment:
                  initial_memory: Memory | None = None, keep_final_state: bool = False, resident: bool = False):
         self.settings = settings
         self.model, self.tokenizer = model, tokenizer
-        self.device = resolve_device(settings.run.get("device", "auto"))
-        self.progress = bool(settings.run.get("progress", True))
+        self.device = settings.device
+        self.progress = settings.run.progress
         self.on_progress = on_progress or (lambda results: None)
         self.timer = PhaseTimer()
         self.store = store
         self.initial_memory = initial_memory
         self.keep_final_state = keep_final_state
-        self.method = build_method(settings.method, settings.pattern, **settings.method_options)
-        self.selection = Selection.from_config(settings.resolved.get("prune"))
+        self.method = settings.build_method()
+        self.selection = settings.selection
         self.cache = StateCache(prunable_linears(model, self.selection), store)  # dense copy on the host
         # the memory plan's decision: the whole model stays on the GPU for the job, so no layer and no evaluation
         # round moves it (on a CPU it is always there)
@@ -78,15 +78,15 @@ class Experiment:
         if data is None:
             with self.timer("data"):
                 data, data_root = load_job_data(s, self.tokenizer)
-        evaluator = Evaluator(self.model, data, self.device, int(s.eval.get("batch_size", 1)),
-                              bool(s.eval.get("layerwise", False)), self.progress, self.timer)
+        evaluator = Evaluator(self.model, data, self.device, s.eval.batch_size, s.eval.layerwise, self.progress,
+                              self.timer)
         self.results.update({"status": "running", "config": s.resolved, "datasets": s.datasets,
                              "data": {name: split.provenance for name, split in data.items()},
-                             "seed": s.data["seed"], "data_root": data_root})
+                             "seed": s.data.seed, "data_root": data_root})
         dense_ppl = self.store.load_dense() if self.store else None
         self.results["dense_cache"] = "job"
         if dense_ppl is None:
-            dense_ppl, self.results["dense_cache"] = evaluator.dense(s.model, bool(s.run.get("dense_cache", True)))
+            dense_ppl, self.results["dense_cache"] = evaluator.dense(s.resolved["model"], s.run.dense_cache)
             if self.store:
                 self.store.save_dense(dense_ppl)
         self.results["dense_ppl"] = dense_ppl
@@ -114,11 +114,11 @@ class Experiment:
     def run_steps(self, data: dict[str, DatasetSplits], evaluator: Evaluator) -> None:
         s, method = self.settings, self.method
         sequential = s.init == "sequential"
-        plan = self.plan = make_plan(s.orders, method.carries_memory or sequential, bool(s.run.get("planner", True)))
-        offload = s.run.get("offload") or {}
-        folder = offload_folder(offload.get("dir"), self.store.dir.parent if self.store else None)
+        plan = self.plan = s.state_plan()
+        offload = s.run.offload
+        folder = offload_folder(offload.dir, self.store.dir.parent if self.store else None)
         activations = Offloader(activations_place(s, self.resident), self.device, folder / "activations")
-        memory_store = Offloader(offload.get("memory", "cpu"), self.device, folder / "memory")
+        memory_store = Offloader(offload.memory, self.device, folder / "memory")
         resumed = self.results["resumed_states"] = self.cache.resume(plan)
         if resumed:
             log.info("resuming: %d of %d states already computed in this job directory", resumed, plan.prune_steps)
@@ -186,16 +186,15 @@ class Experiment:
 def load_job_data(s: Settings, tokenizer) -> tuple[dict[str, DatasetSplits], str | None]:
     """Every dataset of the job, tokenised and cut (needs only the tokenizer: runs before the model loads)."""
     d = s.data
-    root = d.get("root")
+    root = d.root
     if root is None and (root := default_root()) is not None:
         log.info("data.root is unset: using %s", root)
     data = {
         name: load_dataset_splits(
-            name, tokenizer, root=root, nsamples=d["nsamples"], seqlen=d["seqlen"], seed=d["seed"],
-            max_windows=s.eval.get("max_windows"), hub=d.get("hub"), use_hub=bool(d.get("use_hub", True)),
-            with_calibration=method_class(s.method).prunes, demo_root=d.get("demo_root"),
-            token_cache=token_cache_dir() if d.get("token_cache", True) else None, bos=d.get("bos", "text"),
-            custom=d.get("sources"))
+            name, tokenizer, root=root, nsamples=d.nsamples, seqlen=d.seqlen, seed=d.seed,
+            max_windows=s.eval.max_windows, hub=d.hub, use_hub=d.use_hub, with_calibration=s.method_class.prunes,
+            demo_root=d.demo_root, token_cache=token_cache_dir() if d.token_cache else None, bos=d.bos,
+            custom=d.sources)
         for name in s.datasets
     }
     return data, str(root) if root else None

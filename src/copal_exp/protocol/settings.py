@@ -1,48 +1,96 @@
-"""Validation of a composed config into typed settings, before any model or data is loaded."""
+"""A job's settings: the composed config validated into the schema's typed sections, before any model or
+data is loaded, with the values derived from them computed once (:class:`Settings`).
+
+Every failure is a :class:`ConfigError` naming the key, the value and what is allowed. Each section is
+read through its schema (:mod:`copal_exp.config.schema`); the ``model`` and ``logger`` sections through
+the registered source's or logger's own config, the method's options through the method's ``Options``.
+"""
 
 from __future__ import annotations
 
 import itertools
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from copal_exp.config.checks import (
-    check_data,
-    check_logger,
-    check_model_section,
-    check_prune,
-    check_run,
-    require,
-    section,
+from copal_exp.config.checks import check_data, check_prune, check_run, require, section
+from copal_exp.config.fields import coerce, instance
+from copal_exp.config.schema import (
+    DataConfig,
+    EvalConfig,
+    LoggerConfig,
+    ModelConfig,
+    OrderConfig,
+    PruneConfig,
+    RunConfig,
+    SparsityConfig,
+    StateConfig,
+    register_base,
 )
-from copal_exp.config.fields import coerce
-from copal_exp.config.schema import OrderConfig, SparsityConfig, register_base
 from copal_exp.data.custom import check_source
 from copal_exp.data.demo_suite import DEMO_DATASETS
 from copal_exp.data.sources import KNOWN_DATASETS
 from copal_exp.errors import ConfigError
+from copal_exp.models.anatomy import Selection
+from copal_exp.models.loading import MODEL_SOURCES
+from copal_exp.protocol.plan import Plan, make_plan
+from copal_exp.protocol.tracking import LOGGERS
 from copal_exp.pruning.masks import Pattern
-from copal_exp.pruning.methods import METHODS
+from copal_exp.pruning.methods import METHODS, PruningMethod
 
 INITS = ("global", "sequential")
 
 
 @dataclass
 class Settings:
+    """The validated job: typed sections (the schema's dataclass instances) and what is derived from them.
+    ``resolved`` is the same configuration as a plain mapping: the record written into the job's files
+    and compared on resume."""
+
     datasets: list[str]
     orders: list[tuple[str, ...]]
     method: str
     init: str
     method_options: dict[str, Any]
     pattern: Pattern
-    model: dict[str, Any]
-    data: dict[str, Any]
-    eval: dict[str, Any]
-    run: dict[str, Any]
+    model: ModelConfig
+    data: DataConfig
+    eval: EvalConfig
+    run: RunConfig
+    state: StateConfig
+    prune: PruneConfig
+    logger: LoggerConfig
     resolved: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def method_class(self) -> type[PruningMethod]:
+        return METHODS[self.method]
+
+    @cached_property
+    def selection(self) -> Selection:
+        """Which linears are pruned (``prune.*``)."""
+        return Selection.from_config(self.prune)
+
+    @property
+    def keyed_by_prefix(self) -> bool:
+        """Whether a state depends on the whole order so far (a carried memory or sequential init), not
+        only on the step's dataset."""
+        return self.method_class.carries_memory or self.init == "sequential"
+
+    def state_plan(self) -> Plan:
+        """Which distinct states the job computes, and from which parent (``run.planner``)."""
+        return make_plan(self.orders, self.keyed_by_prefix, self.run.planner)
+
+    @cached_property
+    def device(self) -> str:
+        """``run.device`` with ``auto`` resolved on this machine."""
+        return resolve_device(self.run.device)
+
+    def build_method(self) -> PruningMethod:
+        return self.method_class(self.pattern, **self.method_options)
 
 
 def register_method_configs() -> None:
@@ -67,6 +115,27 @@ def plan_orders(datasets: list[str], kind: str, index: int | None) -> list[tuple
     if not 0 <= index < len(orders):
         raise ConfigError(f"order.index={index}: allowed values are 0..{len(orders) - 1} for order={kind}")
     return [orders[index]]
+
+
+def check_model_section(model: dict[str, Any]) -> dict[str, Any]:
+    """The ``model`` section read through its source's config, and the source's own checks."""
+    sources = tuple(MODEL_SOURCES)
+    require(model.get("source") in sources, f"model.source={model.get('source')!r}: allowed values are {sources}")
+    source = MODEL_SOURCES[model["source"]]
+    model = coerce(model, source.config, "model")
+    source.check(instance(source.config, model))
+    return model
+
+
+def check_logger(logger: Any) -> dict[str, Any]:
+    """The ``logger`` section read through the chosen logger's config, and the logger's own checks."""
+    logger = logger or {"name": "none"}
+    require(isinstance(logger, dict) and logger.get("name") in LOGGERS,
+            f"logger={logger.get('name') if isinstance(logger, dict) else logger!r}: allowed values are {list(LOGGERS)}")
+    cls = LOGGERS[logger["name"]]
+    logger = coerce(logger, cls.config, "logger")
+    cls.check(instance(cls.config, logger))
+    return logger
 
 
 def validate(cfg: DictConfig | dict) -> Settings:
@@ -114,7 +183,7 @@ def validate(cfg: DictConfig | dict) -> Settings:
     c["model"] = model = check_model_section(section(c, "model"))
     c["data"] = data = check_data(c.get("data"))
     c["run"], c["eval"], c["state"] = run, ev, state = check_run(c.get("run"), c.get("eval"), c.get("state") or {})
-    c["prune"] = check_prune(c.get("prune"))
+    c["prune"] = prune = check_prune(c.get("prune"))
     c["datasets"] = datasets
     if state.get("load") or state.get("export"):
         carriers = sorted(n for n, m in METHODS.items() if m.carries_memory)
@@ -123,38 +192,43 @@ def validate(cfg: DictConfig | dict) -> Settings:
     if state.get("export"):
         require(len(orders) == 1, f"state.export={state['export']}: needs a single order (order=given, or "
                                    f"order.index=K), this job runs {len(orders)}")
-    c["logger"] = check_logger(c.get("logger"))
-    return Settings(datasets, orders, name, init, method, pattern, model, data, ev, run, c)
+    c["logger"] = logger = check_logger(c.get("logger"))
+    return Settings(datasets, orders, name, init, method, pattern,
+                    model=instance(MODEL_SOURCES[model["source"]].config, model), data=instance(DataConfig, data),
+                    eval=instance(EvalConfig, ev), run=instance(RunConfig, run), state=instance(StateConfig, state),
+                    prune=instance(PruneConfig, prune), logger=instance(LOGGERS[logger["name"]].config, logger),
+                    resolved=c)
 
 
 def check_context(settings: Settings, context: int | None) -> None:
-    seqlen = int(settings.data["seqlen"])
+    seqlen = settings.data.seqlen
     if context is not None and seqlen > context:
         raise ConfigError(f"data.seqlen={seqlen}: above the model's context of {context} tokens "
-                          f"(model={settings.model['name']}); allowed: 2..{context}")
+                          f"(model={settings.model.name}); allowed: 2..{context}")
 
 
 def check_model(settings: Settings, model) -> None:
     """Checks that need the model's shapes: context length and N:M divisibility, before calibration."""
-    from copal_exp.models.anatomy import Selection, in_features, prunable_linears
+    from copal_exp.models.anatomy import in_features, prunable_linears
 
     check_context(settings, getattr(model.config, "max_position_embeddings", None))
-    if not METHODS[settings.method].prunes:
+    if not settings.method_class.prunes:
         return
     every = prunable_linears(model)
     if not every:
-        raise ConfigError(f"model={settings.model.get('name')} ({type(model).__name__}): no nn.Linear or Conv1D inside "
+        raise ConfigError(f"model={settings.model.name} ({type(model).__name__}): no nn.Linear or Conv1D inside "
                           "its decoder layers, so there is nothing to prune")
-    selection = Selection.from_config(settings.resolved.get("prune"))
-    linears = prunable_linears(model, selection)
+    linears = prunable_linears(model, settings.selection)
     if not linears:
-        raise ConfigError(f"prune={settings.resolved.get('prune')}: selects none of the {len(every)} "
-                          f"linears of model={settings.model.get('name')} (e.g. {next(iter(every))})")
+        raise ConfigError(f"prune={settings.resolved['prune']}: selects none of the {len(every)} "
+                          f"linears of model={settings.model.name} (e.g. {next(iter(every))})")
     for name, linear in linears.items():
         try:
             settings.pattern.check_shape(name, in_features(linear))
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
+
+
 def resolve_device(name: str) -> str:
     import torch
 

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Optional
 
+from copal_exp.config.schema import LoggerConfig, key
+from copal_exp.errors import ConfigError
 from copal_exp.io.results import code_version, matrix_rows
 from copal_exp.pruning.masks import Pattern
 
@@ -57,10 +60,10 @@ def _has_api_key() -> bool:
     return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
-def wandb_group(logger: dict[str, Any] | None, out_dir: Path, model: str) -> str:
+def wandb_group(group: str | None, out_dir: Path, model: str) -> str:
     """The W&B group of a job: ``logger.group`` when set, else :func:`sweep_group` (one rule for the run
     that logs and the view that later filters on it)."""
-    return (logger or {}).get("group") or sweep_group(out_dir, model)
+    return group or sweep_group(out_dir, model)
 
 
 def sweep_group(out_dir: Path, model: str) -> str:
@@ -85,8 +88,50 @@ def run_name(config: dict[str, Any], pattern: str, swept: list[str]) -> str:
                        *([f"order {index}"] if index is not None and not any("order" in e for e in extra) else [])])
 
 
+@dataclass
+class NoLoggerConfig(LoggerConfig):
+    name: str = key("none", "plain result files only", choices=("none",))
+
+
+@dataclass
+class WandbLoggerConfig(LoggerConfig):
+    name: str = key("wandb", "the logger", choices=("wandb",))
+    project: str = key("copal_exp", "W&B project")
+    entity: Optional[str] = key(None, "W&B entity (user or team)")
+    mode: Optional[str] = key(None, "null = online with an API key, else offline",
+                              choices=("online", "offline", "disabled"))
+    group: Optional[str] = key(None, "null = the sweep directory below multirun/, or <model>/single")
+    run_name: Optional[str] = key(None, "null = model · method · pattern · swept keys")
+    tags: list = key([], "extra tags")
+    init_timeout: float = key(30.0, "seconds before giving up on W&B")
+
+
+#: ``logger=<name>``: each logger's class (its ``config`` the typed ``logger`` section); a new logger is one
+#: subclass of :class:`NullLogger` registered with :func:`logger`
+LOGGERS: dict[str, type[NullLogger]] = {}
+
+
+def logger(name: str):
+    def wrap(cls):
+        LOGGERS[name] = cls
+        return cls
+
+    return wrap
+
+
+@logger("none")
 class NullLogger:
     """``logger=none``: nothing leaves the job directory."""
+
+    config: ClassVar[type[LoggerConfig]] = NoLoggerConfig
+
+    def __init__(self, cfg: LoggerConfig | None = None, config: dict[str, Any] | None = None,
+                 out_dir: Path | None = None, swept: list[str] | None = None):
+        pass
+
+    @classmethod
+    def check(cls, cfg: LoggerConfig) -> None:
+        """Logger-specific checks before anything loads."""
 
     def update(self, results: dict[str, Any]) -> None:
         pass
@@ -95,8 +140,16 @@ class NullLogger:
         pass
 
 
+@logger("wandb")
 class WandbLogger(NullLogger):
-    def __init__(self, cfg: dict[str, Any], config: dict[str, Any], out_dir: Path, swept: list[str] | None = None):
+    config = WandbLoggerConfig
+
+    @classmethod
+    def check(cls, cfg: WandbLoggerConfig) -> None:
+        if not cfg.init_timeout > 0:
+            raise ConfigError(f"logger.init_timeout={cfg.init_timeout}: must be > 0")
+
+    def __init__(self, cfg: WandbLoggerConfig, config: dict[str, Any], out_dir: Path, swept: list[str] | None = None):
         global _disabled
         self.run = None
         self.logged: set[tuple[int, int]] = set()
@@ -108,7 +161,7 @@ class WandbLogger(NullLogger):
         try:
             import wandb
 
-            mode = cfg.get("mode") or os.environ.get("WANDB_MODE") or ("online" if _has_api_key() else "offline")
+            mode = cfg.mode or os.environ.get("WANDB_MODE") or ("online" if _has_api_key() else "offline")
             if mode == "online" and not reachable(*server_address()):
                 host, port = server_address()
                 log.warning("W&B server %s:%d is unreachable: logging offline in %s (upload later with `wandb sync`)",
@@ -118,16 +171,16 @@ class WandbLogger(NullLogger):
             init = method.get("init", "global")
             pattern = Pattern.label(config["sparsity"])
             swept = [s for s in (swept or []) if not s.lstrip("+~").startswith("hydra")]
-            group = wandb_group(cfg, out_dir, config["model"]["name"])
+            group = wandb_group(cfg.group, out_dir, config["model"]["name"])
             self.run = wandb.init(
-                project=cfg.get("project", "copal_exp"), entity=cfg.get("entity"), mode=mode, dir=str(out_dir),
+                project=cfg.project, entity=cfg.entity, mode=mode, dir=str(out_dir),
                 config={**config, "swept": dict(s.lstrip("+~").split("=", 1) for s in swept if "=" in s),
                         "code": code_version()},
                 group=group, job_type=method["name"],
                 tags=[f"model:{config['model']['name']}", f"sparsity:{pattern}", f"init:{init}",
-                      *(s.lstrip("+~")[:64] for s in swept), *cfg.get("tags", [])],
-                name=cfg.get("run_name") or run_name(config, pattern, swept), reinit="finish_previous",
-                settings=wandb.Settings(init_timeout=float(cfg.get("init_timeout", 60)), silent=True),
+                      *(s.lstrip("+~")[:64] for s in swept), *cfg.tags],
+                name=cfg.run_name or run_name(config, pattern, swept), reinit="finish_previous",
+                settings=wandb.Settings(init_timeout=cfg.init_timeout, silent=True),
             )
             self.wandb = wandb
             log.info("W&B run %s (%s mode) in group %s", self.run.id, mode, group)
@@ -202,11 +255,7 @@ class WandbLogger(NullLogger):
         self.run.summary["status"] = results.get("status")
 
 
-def make_logger(cfg: dict[str, Any] | None, config: dict[str, Any], out_dir: str | Path,
+def make_logger(cfg: LoggerConfig, config: dict[str, Any], out_dir: str | Path,
                 swept: list[str] | None = None) -> NullLogger:
-    name = (cfg or {}).get("name", "none")
-    if name == "none":
-        return NullLogger()
-    if name == "wandb":
-        return WandbLogger(cfg, config, Path(out_dir), swept)
-    raise ValueError(f"logger={name!r}: allowed values are 'wandb', 'none'")
+    """The job's logger: ``cfg`` is the typed ``logger`` section, ``config`` the job's resolved record."""
+    return LOGGERS[cfg.name](cfg, config, Path(out_dir), swept)

@@ -27,7 +27,7 @@ VIEW_FILE = "wandb_view.json"
 
 def run_group(results: dict[str, Any]) -> str:
     """The W&B group the job logged to."""
-    return wandb_group(results["config"].get("logger"), Path(results["_path"]), model_name(results))
+    return wandb_group((results["config"].get("logger") or {}).get("group"), Path(results["_path"]), model_name(results))
 
 
 def view_definition(sweep: Path, project: str | None = None, entity: str | None = None) -> dict[str, Any]:
