@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from copal_exp.data.files import read_rows
+from copal_exp.data.files import TextSource, read_rows
 from copal_exp.errors import ConfigError, DataError
 
 FORMATS = {".txt": "text", ".text": "text", ".md": "text", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
@@ -121,7 +121,6 @@ def _hub(spec: dict[str, Any], name: str, role: str) -> tuple[list[str], dict[st
 
 def load_custom(name: str, role: str, spec: dict[str, Any]):
     """The rows of the user's domain ``name`` for ``role`` (``calibration`` or ``evaluation``)."""
-    from copal_exp.data.sources import TextSource
 
     if spec.get(role):
         rows, where = _local(spec[role], spec, name, role)

@@ -1,14 +1,24 @@
-"""Reading local text files as the Hugging Face loaders would give their rows, with errors that name the
-dataset, the split, the file and the line."""
+"""Text as rows: the record of one split (:class:`TextSource`), and local files read as the Hugging Face
+loaders would give their rows, with errors that name the dataset, the split, the file and the line."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import zlib
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from copal_exp.errors import DataError
+
+
+@dataclass
+class TextSource:
+    """The rows (or documents) of one split of one dataset, and where they came from."""
+
+    rows: list[str]
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def _lines(path: Path):

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from copal_exp.data.custom import load_custom
 from copal_exp.data.demo_suite import DEMO_DATASETS
-from copal_exp.data.files import read_rows
+from copal_exp.data.files import TextSource, read_rows
 from copal_exp.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -22,14 +22,6 @@ log = logging.getLogger(__name__)
 PAPER_DATASETS = ("wikitext2", "ptb", "c4")
 KNOWN_DATASETS = (*PAPER_DATASETS, *DEMO_DATASETS)
 ROLES = ("calibration", "evaluation")
-
-
-@dataclass
-class TextSource:
-    """The rows (or documents) of one split of one dataset, and where they came from."""
-
-    rows: list[str]
-    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 # (relative path, reader, stand-in note or None) in order of preference.
@@ -135,8 +127,6 @@ def load_text(dataset: str, role: str, root: str | Path | None, hub: dict[str, A
     Demo-suite datasets come from their package registries instead (cached under ``demo_root``).
     """
     if custom and dataset in custom:
-        from copal_exp.data.custom import load_custom
-
         return load_custom(dataset, role, custom[dataset])
     if dataset in DEMO_DATASETS:
         return load_demo(dataset, role, demo_root)

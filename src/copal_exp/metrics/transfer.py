@@ -66,7 +66,7 @@ def per_dataset(matrices: Sequence[Matrix], orders: Sequence[Sequence[int]], dat
 def mask_change(previous: dict[str, np.ndarray], current: dict[str, np.ndarray], sizes: dict[str, int]) -> float:
     """Fraction of all mask entries (over every pruned layer) that differ between two steps.
 
-    Masks are bit-packed (:func:`copal_exp.pruning.masks.pack_masks`); ``sizes`` gives each layer's weight count.
+    Masks are bit-packed (:func:`copal_exp.pruning.masks.pack_mask`); ``sizes`` gives each layer's weight count.
     """
     changed = sum(int(np.bitwise_count(np.bitwise_xor(previous[n], current[n])).sum(dtype=np.int64)) for n in current)
     total = sum(sizes[n] for n in current)
@@ -91,7 +91,3 @@ def sparsity_report(masks) -> dict[str, object]:
     total = sum(sizes.values())
     pruned = total - sum(kept.values())
     return {"overall": pruned / total if total else 0.0, "layers": layers}
-
-
-def all_finite(values) -> bool:
-    return all(math.isfinite(v) for v in values)

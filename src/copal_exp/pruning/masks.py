@@ -105,11 +105,6 @@ def select_mask(score: torch.Tensor, pattern: Pattern, group: str = "layer") -> 
     return unstructured_mask(score, pattern.ratio, group)
 
 
-def sparsity_of(mask: torch.Tensor) -> float:
-    """Fraction of pruned (False) entries."""
-    return 1.0 - int(torch.count_nonzero(mask)) / mask.numel()
-
-
 _BIT_WEIGHTS = torch.tensor([128, 64, 32, 16, 8, 4, 2, 1], dtype=torch.uint8)
 
 
@@ -122,11 +117,6 @@ def pack_mask(keep: torch.Tensor) -> np.ndarray:
         flat = torch.cat([flat, flat.new_zeros(pad)])
     weights = _BIT_WEIGHTS.to(flat.device)
     return (flat.reshape(-1, 8) * weights).sum(dim=1, dtype=torch.uint8).cpu().numpy()
-
-
-def pack_masks(masks: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """Bit-pack keep masks (8 per byte) for storage between steps."""
-    return {name: pack_mask(m) for name, m in masks.items()}
 
 
 class PackedMasks(Mapping):
@@ -155,6 +145,6 @@ class PackedMasks(Mapping):
 
 
 def unpack_mask(packed: np.ndarray, shape) -> torch.Tensor:
-    """The boolean keep mask of ``shape`` that :func:`pack_masks` packed."""
+    """The boolean keep mask of ``shape`` that :func:`pack_mask` packed."""
     count = int(np.prod(shape))
     return torch.from_numpy(np.unpackbits(packed, count=count).astype(bool)).reshape(tuple(shape))

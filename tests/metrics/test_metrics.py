@@ -11,7 +11,7 @@ from copal_exp.metrics.transfer import (
     summary,
     weight_stasis,
 )
-from copal_exp.pruning.masks import pack_masks
+from copal_exp.pruning.masks import pack_mask
 
 # columns: wikitext2, ptb, c4; rows: after step 1, 2, 3
 R1 = [[10.0, 20.0, 30.0], [11.0, 21.0, 31.0], [12.0, 23.0, 33.0]]  # order ptb → wikitext2 → c4
@@ -59,8 +59,9 @@ def test_weight_stasis_and_mask_change():
     a = {"x": torch.tensor([[True, False, True, True], [False, False, True, True]])}
     b = {"x": torch.tensor([[True, True, False, True], [False, False, True, True]])}
     sizes = {"x": 8}
-    assert mask_change(pack_masks(a), pack_masks(b), sizes) == pytest.approx(2 / 8)
-    assert mask_change(pack_masks(a), pack_masks(a), sizes) == 0.0
+    packed_a, packed_b = ({k: pack_mask(v) for k, v in m.items()} for m in (a, b))
+    assert mask_change(packed_a, packed_b, sizes) == pytest.approx(2 / 8)
+    assert mask_change(packed_a, packed_a, sizes) == 0.0
 
 
 def test_sparsity_report():

@@ -1,6 +1,6 @@
 """Reference numbers recorded before a refactoring, and the jobs that reproduce them.
 
-    python tests/reference_results.py record   # writes tests/data/reference_results.json
+    python tests/protocol/reference_results.py record   # writes tests/protocol/reference_results.json
 
 ``test_reference_results.py`` re-runs the same jobs and compares every perplexity, BWT, mask change
 and sparsity with the recorded ones: a redesign that changes any number fails it.
@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RECORD = HERE / "data" / "reference_results.json"
+RECORD = HERE / "reference_results.json"
 TINY_NO_CACHE = ["run.dense_cache=false"]
 JOBS = {
     "dense": ["method=dense"],

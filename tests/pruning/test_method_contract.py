@@ -54,6 +54,14 @@ def remembering_wanda(monkeypatch):
     monkeypatch.setitem(METHODS, "remembering_wanda", RememberingWanda)
     register_method_configs()
     yield "remembering_wanda"
+    # the option leaves Hydra's ConfigStore with the test: later tests compose the package's methods only
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().repo["method"].pop("remembering_wanda.yaml")
+    from hydra.errors import MissingConfigException
+
+    with pytest.raises(MissingConfigException):
+        compose(["method=remembering_wanda"])
 
 
 def test_a_method_defined_in_a_test_runs_the_whole_protocol(tmp_path, data_root, remembering_wanda):

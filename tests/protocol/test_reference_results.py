@@ -1,4 +1,4 @@
-"""The numbers recorded before the method/protocol redesign (tests/data/reference_results.json) are
+"""The numbers recorded before the method/protocol redesign (tests/protocol/reference_results.json) are
 reproduced: every perplexity, BWT, mask change and sparsity of 14 tiny-model jobs (all methods,
 inits, patterns, planner off, a continual state carried across processes)."""
 

@@ -1,7 +1,8 @@
-"""Validation before loading, resume after SIGKILL, determinism, faults, continual state across processes."""
+"""Resume after SIGKILL, determinism, faults, continual state across processes."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,68 +12,14 @@ import pytest
 import torch
 from conftest import TINY, compose
 
-from copal_exp.errors import NonFiniteError
+from copal_exp.errors import ConfigError, NonFiniteError
 from copal_exp.models.loading import build_tiny_llama
 from copal_exp.protocol.job import run_job
-from copal_exp.protocol.settings import ConfigError
 from copal_exp.pruning.engine import prune_model
 from copal_exp.pruning.masks import Pattern
 from copal_exp.pruning.methods import build_method
 
-
 # ------------------------------------------------------------------ validation, one test per case
-def fails(tmp_path, data_root, overrides, exc=ConfigError):
-    start = time.time()
-    with pytest.raises(exc) as err:
-        run_job(compose([*TINY, f"data.root={data_root}", *overrides]), tmp_path)
-    assert time.time() - start < 30
-    return str(err.value)
-
-
-def test_unknown_method_model_order_are_rejected_by_composition():
-    from hydra.errors import MissingConfigException
-
-    for group, value in (("method", "obs"), ("model", "llama_3b"), ("order", "random"), ("sparsity", "1:4")):
-        with pytest.raises(MissingConfigException, match=f"Could not find '{group}/{value}'"):
-            compose([f"{group}={value}"])
-
-
-def test_unknown_key_is_rejected():
-    from hydra.errors import ConfigCompositionException as HydraComposition
-
-    with pytest.raises(HydraComposition, match="Could not override 'data.nsample'"):
-        compose(["data.nsample=4"])
-
-
-def test_unknown_dataset(tmp_path, data_root):
-    assert "unknown ['wiki103']" in fails(tmp_path, data_root, ["datasets=[wiki103]"])
-
-
-def test_ratio_out_of_range(tmp_path, data_root):
-    assert "sparsity.ratio=0" in fails(tmp_path, data_root, ["sparsity.ratio=0"])
-
-
-def test_n_not_below_m(tmp_path, data_root):
-    msg = fails(tmp_path, data_root, ["sparsity=2:4", "sparsity.n=4"])
-    assert "sparsity.n=4" in msg and "1 <= N < M" in msg
-
-
-def test_pattern_must_divide_input_size(tmp_path, data_root):
-    msg = fails(tmp_path, data_root, ["sparsity=2:4", "sparsity.m=5"])  # tiny_llama in_features 64, 128
-    assert "not divisible by M=5" in msg and "model.layers.0" in msg
-
-
-def test_nsamples_at_least_one(tmp_path, data_root):
-    assert "data.nsamples=0" in fails(tmp_path, data_root, ["data.nsamples=0"])
-
-
-def test_seqlen_above_context(tmp_path, data_root):
-    assert "data.seqlen=1024: above the model's context of 512" in fails(tmp_path, data_root, ["data.seqlen=1024"])
-
-
-def test_dataset_too_short(tmp_path, data_root):
-    msg = fails(tmp_path, data_root, ["datasets=[ptb]", "data.nsamples=2000", "data.seqlen=500"], ValueError)
-    assert "data.nsamples=2000" in msg and "data.seqlen=500" in msg
 
 
 # ------------------------------------------------------------------ resume after SIGKILL
@@ -176,4 +123,5 @@ def test_copal_state_refuses_another_model(tmp_path, data_root):
         run_job(compose([*base, "model.init_seed=5", f"state.load={tmp_path / 's'}"]), tmp_path / "job2")
     with pytest.raises(ValueError, match="layer shapes differ"):
         run_job(compose([*base, "model.intermediate_size=256", f"state.load={tmp_path / 's'}"]), tmp_path / "job3")
-    assert "only a method that carries memory between steps (copal)" in fails(tmp_path / "x", data_root, ["method=wanda", f"state.load={tmp_path / 's'}"])
+    with pytest.raises(ConfigError, match=re.escape("only a method that carries memory between steps (copal)")):
+        run_job(compose([*base, "method=wanda", f"state.load={tmp_path / 's'}"]), tmp_path / "x")

@@ -6,7 +6,7 @@ from copal_exp.pruning.masks import (
     PackedMasks,
     Pattern,
     nm_mask,
-    pack_masks,
+    pack_mask,
     prune_count,
     select_mask,
     unpack_mask,
@@ -67,13 +67,13 @@ def test_select_mask_dispatch_and_packing():
     score = torch.randn(8, 16)
     assert torch.equal(select_mask(score, Pattern.parse("nm", n=2, m=4)), nm_mask(score, 2, 4))
     keep = select_mask(score, Pattern.parse("unstructured", ratio=0.5), "row")
-    packed = pack_masks({"a": keep})["a"]
+    packed = pack_mask(keep)
     assert packed.nbytes == keep.numel() // 8
     assert torch.equal(unpack_mask(packed, keep.shape), keep)
     odd = torch.rand(3, 5) > 0.5  # a size that is not a multiple of 8
-    assert torch.equal(unpack_mask(pack_masks({"b": odd})["b"], odd.shape), odd)
+    assert torch.equal(unpack_mask(pack_mask(odd), odd.shape), odd)
     for mask in (keep, odd):  # packed where the mask lies, in numpy's packbits order
-        assert np.array_equal(pack_masks({"m": mask})["m"], np.packbits(mask.numpy().reshape(-1)))
+        assert np.array_equal(pack_mask(mask), np.packbits(mask.numpy().reshape(-1)))
 
 
 def test_packed_masks_hold_bits_counts_and_shapes():
