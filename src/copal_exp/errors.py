@@ -23,6 +23,10 @@ class IntegrityError(UserError, ValueError):
     """A file read back that is damaged or fails its checksum; the message names it and how to recover."""
 
 
+class ResultsError(UserError, ValueError):
+    """A ``results.json`` that cannot be read or is not a copal_exp results record; the message names it."""
+
+
 class JobDirError(UserError, ValueError):
     """A job directory that this run may not use (another configuration's results, or another live process)."""
 

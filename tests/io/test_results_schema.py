@@ -1,5 +1,6 @@
 """``results.json`` has one schema (:class:`copal_exp.io.results.JobResults`): what a job writes is exactly
-its keys, a record with other keys is refused on write and skipped by the report with the reason."""
+its keys, a record with other keys is refused on write and skipped by the report with the reason; one reader
+(:func:`copal_exp.io.results.read_results`) with one behaviour for a missing, damaged, foreign or partial file."""
 
 import dataclasses
 import json
@@ -7,8 +8,8 @@ import json
 import pytest
 from conftest import TINY, compose
 
-from copal_exp.io.results import JobResults, load_results, write_results
-from copal_exp.metrics.records import Permutation
+from copal_exp.errors import ResultsError, UserError
+from copal_exp.io.results import JobResults, Permutation, read_results, write_results
 from copal_exp.protocol.job import run_job
 from copal_exp.reporting.runs import collect
 
@@ -26,7 +27,7 @@ def test_a_job_writes_exactly_the_schema(job):
     assert record["status"] == "complete" and record["datasets"] == ["wikitext2", "ptb"]
     for perm in record["permutations"]:
         assert set(perm) == {f.name for f in dataclasses.fields(Permutation)}
-    assert load_results(job) == record
+    assert read_results(job) == record
     # the memory plan made before the model loaded, beside the peak the process reached
     assert record["memory_plan"]["host_bytes"] > 0 and record["peak_rss_bytes"] > 0
     assert {n["where"] for n in record["memory_plan"]["needs"]} <= {"host", "gpu", "disk"}
@@ -50,3 +51,30 @@ def test_the_report_skips_a_foreign_record_with_the_reason(job, tmp_path):
     skipped: list = []
     assert collect(tmp_path, skipped=skipped) == []
     assert skipped and "unknown key(s) ['extra_metric']" in skipped[0][1]
+
+
+@pytest.mark.parametrize("text,why", [('{"status": "complete", "conf', "cannot be read (JSONDecodeError"),
+                                      ("[1, 2]", "not a copal_exp results record (a JSON list)"),
+                                      ('{"ppl": 3}', "not a copal_exp results record (results record has unknown key")])
+def test_one_reader_one_behaviour_for_damaged_and_foreign_files(tmp_path, job, text, why):
+    assert read_results(tmp_path) is None  # no results.json: nothing there
+    (tmp_path / "results.json").write_text(text)
+    with pytest.raises(ResultsError) as err:
+        read_results(tmp_path)
+    assert str(err.value).startswith(f"{tmp_path / 'results.json'} ") and why in str(err.value)
+    # every caller sees the same: the report skips it with that reason, export refuses it as a user error
+    skipped: list = []
+    assert collect(tmp_path, skipped=skipped) == [] and why in skipped[0][1]
+    from copal_exp.protocol.export import export
+
+    with pytest.raises(UserError, match="results.json"):
+        export(tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_partial_record_is_read_as_it_is(tmp_path, job):
+    record = json.loads((job / "results.json").read_text())
+    (tmp_path / "results.json").write_text(json.dumps({**record, "status": "interrupted", "error": "SIGTERM"}))
+    assert read_results(tmp_path)["status"] == "interrupted"
+    skipped: list = []
+    assert collect(tmp_path, skipped=skipped) == [] and "interrupted" in skipped[0][1]

@@ -40,6 +40,19 @@ def test_report_numbers_come_from_the_result_files(sweep):
     assert (sweep / "a" / "ppl_matrices.png").stat().st_size > 5000
 
 
+def test_a_report_says_what_it_compares(sweep):
+    report(sweep / "a")
+    md = (sweep / "a" / "report.md").read_text().splitlines()
+    head = md[:md.index("")]
+    assert head[0] == "- models: tiny_llama"
+    assert head[1].startswith("- datasets: wikitext2, ptb, c4 (6 order(s) per job)")
+    assert head[2] == "- sparsity: unstructured 50%, unstructured 70%"
+    assert head[3] == "- calibration: 2 segments × 32 tokens per step, seed 0"
+    assert head[4] == "- evaluation: 32-token windows, at most 1 per dataset"
+    assert head[5].startswith("- code: copal_exp 0.1.0, commit ")
+    assert (sweep / "a" / "report.tex").read_text().startswith("% models: tiny_llama\n")
+
+
 def test_paper_tables_and_figures(sweep):
     out = report(sweep / "a", "--kind", "table2")
     assert "paper LLaMA-7B a_bwt" in out and "0.569" in out  # paper: Wanda, LLaMA-7B, 50 %
@@ -69,7 +82,7 @@ def test_analysis_notebook_executes(sweep, monkeypatch):
 
 def test_rows_that_differ_in_a_swept_key_show_it(sweep):
     out = report(sweep / "b")  # method=wanda, data.nsamples=1,3
-    header = out.splitlines()[0]
+    header = next(line for line in out.splitlines() if line.startswith("|"))
     assert "data.nsamples" in header
     rows = [line for line in out.splitlines() if line.startswith("| wanda")]
     assert len(rows) == 2 and len(set(rows)) == 2 and "| 1 " in rows[0] + rows[1] and "| 3 " in rows[0] + rows[1]

@@ -39,11 +39,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.kind in FIGURES:
         x_key, x_label = FIGURES[args.kind]
         frame, png = bwt_curve(runs, x_key, x_label, args.sweep / f"{args.kind}.png")
-        print(write_table(frame, args.sweep, args.kind, skipped))
+        print(write_table(frame, args.sweep, args.kind, skipped, runs))
         print(f"figure: {png}")
         return
     name = "report" if args.kind == "comparison" else args.kind
-    print(write_table(TABLES[args.kind](runs), args.sweep, name, skipped))
+    print(write_table(TABLES[args.kind](runs), args.sweep, name, skipped, runs))
     if args.kind == "table2":
         print("'paper LLaMA-7B' columns: the COPAL paper's Table 2, LLaMA-7B (global-init baselines), not this sweep's model")
     if args.kind == "comparison" and not args.no_figures:

@@ -113,16 +113,14 @@ def matrix_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _protect_complete(path: Path, results: dict[str, Any]) -> None:
     """A complete ``results.json`` is replaced only by a complete one of the same configuration."""
-    from copal_exp.errors import JobDirError
+    from copal_exp.errors import JobDirError, ResultsError
     from copal_exp.io.identity import result_config
 
-    if not path.is_file():
-        return
     try:
-        old = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return  # damaged: nothing trustworthy to protect
-    if not isinstance(old, dict) or old.get("status") != "complete":
+        old = read_results(path)
+    except ResultsError:
+        return  # damaged or foreign: nothing trustworthy to protect
+    if old is None or old.get("status") != "complete":
         return
     same = result_config(old.get("config") or {}) == result_config(results.get("config") or {})
     if results.get("status") != "complete" or not same:
@@ -150,10 +148,27 @@ def write_results(results: dict[str, Any], out_dir: str | Path) -> Path:
     return out / RESULTS_FILE
 
 
-def load_results(path: str | Path) -> dict[str, Any]:
-    """A ``results.json`` (or the job folder holding one), checked against :class:`JobResults`."""
+def read_results(path: str | Path) -> dict[str, Any] | None:
+    """The one reader of ``results.json``: the record in a job folder (or the file itself) checked against
+    :class:`JobResults`; ``None`` when there is none. A file that cannot be read, is not JSON or is not a
+    copal_exp results record raises :class:`ResultsError` naming it and why. A partial record (a job still
+    running, failed or interrupted) is returned as it is: its ``status`` says so."""
+    from copal_exp.errors import ResultsError
+
     path = Path(path)
-    return JobResults.from_dict(json.loads((path / RESULTS_FILE if path.is_dir() else path).read_text())).to_dict()
+    path = path / RESULTS_FILE if path.is_dir() else path
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"{path} cannot be read ({type(exc).__name__}: {exc})") from None
+    if not isinstance(record, dict):
+        raise ResultsError(f"{path} is not a copal_exp results record (a JSON {type(record).__name__})")
+    try:
+        return JobResults.from_dict(record).to_dict()
+    except (TypeError, ValueError) as exc:
+        raise ResultsError(f"{path} is not a copal_exp results record ({exc})") from None
 
 
 def code_version() -> dict[str, str]:

@@ -21,7 +21,7 @@ import torch
 
 from copal_exp.errors import UserError
 from copal_exp.io.checkpoint import StateStore
-from copal_exp.io.results import load_results
+from copal_exp.io.results import read_results
 from copal_exp.models.anatomy import (
     prunable_linears,
     set_weight_matrix,
@@ -48,7 +48,9 @@ def pruned_model(job_dir: Path, order: int = 0, step: int | None = None) -> tupl
     from copal_exp.protocol.runner import load_job_data
     from copal_exp.pruning.engine import prune_model
 
-    results = load_results(job_dir)
+    results = read_results(job_dir)
+    if results is None:
+        raise UserError(f"{job_dir}: no results.json (give a job directory that copal_exp ran)")
     settings = validate(results["config"])
     step = len(settings.datasets) - 1 if step is None else step
     chain = state_chain(settings, order, step)

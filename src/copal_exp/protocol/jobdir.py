@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from copal_exp.errors import JobDirError
+from copal_exp.errors import JobDirError, ResultsError
 from copal_exp.io.identity import result_config
-from copal_exp.io.results import RESULTS_FILE
+from copal_exp.io.results import RESULTS_FILE, read_results
 from copal_exp.io.storage import is_tmp
 
 log = logging.getLogger(__name__)
@@ -85,17 +85,14 @@ class JobLock:
         self.release()
 
 
-def read_results(job_dir: Path) -> dict[str, Any] | None:
-    """The job's ``results.json`` if it holds a readable record, else ``None`` (a damaged one is kept, not read)."""
-    path = Path(job_dir) / RESULTS_FILE
-    if not path.is_file():
-        return None
+def earlier_results(job_dir: Path) -> dict[str, Any] | None:
+    """The job's earlier ``results.json`` record, or ``None`` when there is none or it is damaged or
+    foreign (kept as it is, not read: the job's checksummed ``states/`` are what resume trusts)."""
     try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        log.warning("%s cannot be read (%s); its states/ are used instead", path, exc)
+        return read_results(job_dir)
+    except ResultsError as exc:
+        log.warning("%s; its states/ are used instead", exc)
         return None
-    return results if isinstance(results, dict) else None
 
 
 def check_configuration(job_dir: Path, resolved: dict[str, Any], saved: dict[str, Any] | None) -> None:
@@ -105,7 +102,7 @@ def check_configuration(job_dir: Path, resolved: dict[str, Any], saved: dict[str
     ``results.json`` is compared too, so that finished results are protected even without ``states/``.
     """
     new = result_config(resolved)
-    results = read_results(job_dir)
+    results = earlier_results(job_dir)
     for what, old in (("states/", saved), (RESULTS_FILE, (results or {}).get("config"))):
         if old is None:
             continue
@@ -120,7 +117,7 @@ def check_configuration(job_dir: Path, resolved: dict[str, Any], saved: dict[str
 
 def completed_results(job_dir: Path) -> dict[str, Any] | None:
     """The directory's results if they are complete (same configuration already checked), else ``None``."""
-    results = read_results(job_dir)
+    results = earlier_results(job_dir)
     return results if results is not None and results.get("status") == "complete" else None
 
 

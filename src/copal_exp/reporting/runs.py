@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from copal_exp.io.results import RESULTS_FILE, JobResults
+from copal_exp.errors import ResultsError
+from copal_exp.io.results import RESULTS_FILE, read_results
 from copal_exp.pruning.masks import Pattern
 from copal_exp.pruning.methods import method_class
 
@@ -47,25 +48,20 @@ def collect(sweep: Path, merge: bool = True, skipped: list[tuple[str, str]] | No
     runs = []
     for path in sorted(Path(sweep).rglob(RESULTS_FILE)):
         try:
-            results = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            skipped.append((str(path.parent), f"{RESULTS_FILE} cannot be read ({type(exc).__name__}: {exc})"))
+            results = read_results(path)
+        except ResultsError as exc:
+            skipped.append((str(path.parent), str(exc).replace(f"{path} ", f"{RESULTS_FILE} ", 1)))
             continue
-        status = results.get("status") if isinstance(results, dict) else None
+        status = results.get("status")
         if status != "complete":
-            reasons = {"failed": f"failed: {results.get('error', 'no error recorded')}" if status == "failed" else "",
+            reasons = {"failed": f"failed: {results.get('error') or 'no error recorded'}",
                        "interrupted": "interrupted (re-run the same command to resume it)",
                        "running": "still running (or killed: re-run the same command to resume it)"}
             skipped.append((str(path.parent), reasons.get(status) or f"status {status!r}, not complete"))
             continue
-        missing = [k for k in ("config", "datasets", "dense_ppl", "permutations", "summary") if k not in results]
+        missing = [k for k in ("config", "datasets", "dense_ppl", "permutations", "summary") if not results.get(k)]
         if missing:
             skipped.append((str(path.parent), f"complete but lacks {missing} (written by another program?)"))
-            continue
-        try:
-            results = JobResults.from_dict(results).to_dict()
-        except ValueError as exc:
-            skipped.append((str(path.parent), f"not a copal_exp results record ({exc})"))
             continue
         results["_path"] = str(path.parent)
         runs.append(results)

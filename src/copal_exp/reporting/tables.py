@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -25,10 +26,58 @@ def swept_keys(runs: list[dict[str, Any]]) -> list[str]:
     return [k for k in keys if not k.startswith(SHOWN) and len({json.dumps(f.get(k), default=str) for f in flat}) > 1]
 
 
-def comparison_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
+@dataclass(frozen=True)
+class MetricColumn:
+    """A metric column of the comparison table: its value for a job's run record, and for the dense row
+    computed from a job's dense perplexities (``None``: the column is empty there)."""
+
+    name: str
+    doc: str
+    value: Callable[[dict[str, Any]], Any]
+    dense: Callable[[dict[str, float]], Any] | None = None
+
+
+#: the comparison table's metric columns, in order; a new metric is one :func:`metric_column` registration
+METRIC_COLUMNS: list[MetricColumn] = []
+
+
+def metric_column(name: str, doc: str, dense: Callable[[dict[str, float]], Any] | None = None):
+    """Register ``fn(run) -> value`` as the metric column ``name`` (``None`` where it does not apply)."""
+
+    def wrap(fn):
+        METRIC_COLUMNS.append(MetricColumn(name, doc, fn, dense))
+        return fn
+
+    return wrap
+
+
+def _bwt(key: str):
+    def value(r: dict[str, Any]):
+        if not prunes(r):
+            return None
+        return "WS" if r.get("weight_stasis") else r["summary"][key]  # masks never moved after step 1: paper's WS
+
+    return value
+
+
+metric_column("a_bwt", "mean backward transfer over the orders (perplexity points; WS: weight stasis)")(_bwt("a_bwt"))
+metric_column("m_bwt", "max backward transfer over the orders (WS: weight stasis)")(_bwt("m_bwt"))
+metric_column("a_ppl", "mean final perplexity over orders and datasets",
+              dense=lambda ppl: sum(ppl.values()) / len(ppl))(lambda r: r["summary"]["a_ppl"])
+metric_column("m_ppl", "max final perplexity over orders and datasets",
+              dense=lambda ppl: max(ppl.values()))(lambda r: r["summary"]["m_ppl"])
+metric_column("orders", "dataset orders in the job", dense=lambda ppl: 0)(lambda r: len(r["permutations"]))
+
+
+#: identity columns ``comparison_table(identity=True)`` adds: what a method is, never parsed from its label
+IDENTITY = ("method_name", "init")
+
+
+def comparison_table(runs: list[dict[str, Any]], identity: bool = False) -> pd.DataFrame:
     """One row per job; ``model`` and ``datasets`` columns when the jobs differ in them, and a column for
     every other swept key (``data.nsamples``, …) so that no two rows look alike; a dense row per model
-    and dataset list, from that model's own dense perplexities, unless a dense job is there."""
+    and dataset list, from that model's own dense perplexities, unless a dense job is there. The metric
+    columns are :data:`METRIC_COLUMNS`; ``identity`` adds the method's registered name and init."""
     from copal_exp.io.identity import result_config
     from copal_exp.protocol.jobdir import flatten
 
@@ -36,29 +85,27 @@ def comparison_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
     rows = []
     dense_jobs = set()
     for r in runs:
-        s = r["summary"]
         dense = not prunes(r)
         if dense:
             dense_jobs.add((model_name(r), datasets_label(r)))
-        ws = r.get("weight_stasis") and not dense
-        a_bwt, m_bwt = ("WS", "WS") if ws else (None, None) if dense else (s["a_bwt"], s["m_bwt"])
         flat = flatten(result_config(r["config"]))
+        method = r["config"]["method"]
         rows.append({"model": model_name(r), "datasets": datasets_label(r), "method": run_label(r),
                      "pattern": pattern_label(r), **{k: None if dense else json.dumps(flat.get(k)).strip('"')
                                                      for k in swept},
-                     "a_bwt": a_bwt, "m_bwt": m_bwt, "a_ppl": s["a_ppl"], "m_ppl": s["m_ppl"],
-                     "orders": len(r["permutations"])})
+                     **{c.name: c.value(r) for c in METRIC_COLUMNS},
+                     "method_name": method["name"], "init": method.get("init", "global")})
     dense_rows = []
     for r in runs:  # every job measured its dense model too
         group = (model_name(r), datasets_label(r))
         if group in dense_jobs:
             continue
         dense_jobs.add(group)
-        dense = r["dense_ppl"]
-        dense_rows.append({"model": group[0], "datasets": group[1], "method": reference_method().name, "pattern": "-",
-                           **{k: None for k in swept}, "a_bwt": None,
-                           "m_bwt": None, "a_ppl": sum(dense.values()) / len(dense), "m_ppl": max(dense.values()),
-                           "orders": 0})
+        name = reference_method().name
+        dense_rows.append({"model": group[0], "datasets": group[1], "method": name, "pattern": "-",
+                           **{k: None for k in swept},
+                           **{c.name: c.dense(r["dense_ppl"]) if c.dense else None for c in METRIC_COLUMNS},
+                           "method_name": name, "init": "global"})
     frame = pd.DataFrame(dense_rows + rows)
     if frame.empty:
         return frame
@@ -66,7 +113,7 @@ def comparison_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
     for column in ("model", "datasets"):
         if frame[column].nunique() <= 1:
             frame = frame.drop(columns=column)
-    return frame
+    return frame if identity else frame.drop(columns=list(IDENTITY))
 
 
 def _pm(mean, std) -> str:
@@ -75,9 +122,9 @@ def _pm(mean, std) -> str:
 
 def table1(runs: list[dict[str, Any]]) -> pd.DataFrame:
     """Paper Table 1: BWT per method and init, ``WS`` where the masks never moved after step 1."""
-    frame = comparison_table(runs)
+    frame = comparison_table(runs, identity=True)
     columns = [c for c in ("model", "datasets", "method", "pattern", "a_bwt", "m_bwt") if c in frame.columns]
-    return frame[frame["method"] != reference_method().name][columns].reset_index(drop=True)
+    return frame[frame["method_name"] != reference_method().name][columns].reset_index(drop=True)
 
 
 PAPER = "paper LLaMA-7B"  # the paper's numbers are LLaMA-7B's, whatever model the sweep used
@@ -86,13 +133,12 @@ PAPER = "paper LLaMA-7B"  # the paper's numbers are LLaMA-7B's, whatever model t
 def table2(runs: list[dict[str, Any]]) -> pd.DataFrame:
     """Paper Table 2: a-/m-bwt, a-/m-ppl per method, one column block per sparsity pattern, paper beside."""
 
-    frame = comparison_table(runs)
+    frame = comparison_table(runs, identity=True)
     rows = []
     for r in frame.itertuples(index=False):
-        base = r.method.split(" (")[0]
         paper_pattern = "unstructured 50%" if r.pattern == "-" else r.pattern
         # the paper's Table 2 starts every step from the dense model: no reference for sequential init
-        ref = None if r.method.endswith("(sequential)") else TABLE2_LLAMA7B.get(paper_pattern, {}).get(base)
+        ref = None if r.init == "sequential" else TABLE2_LLAMA7B.get(paper_pattern, {}).get(r.method_name)
         rows.append({"method": r.method, "pattern": r.pattern, "a_bwt": r.a_bwt, "m_bwt": r.m_bwt, "a_ppl": r.a_ppl,
                      "m_ppl": r.m_ppl, **{f"{PAPER} {k}": ref[i] if ref else None
                                           for i, k in enumerate(("a_bwt", "m_bwt", "a_ppl", "m_ppl"))}})
@@ -150,11 +196,49 @@ def to_latex(frame: pd.DataFrame) -> str:
     return styler.to_latex(hrules=True, column_format="l" * 2 + "r" * (len(frame.columns) - 2))
 
 
-def write_table(frame: pd.DataFrame, sweep: Path, name: str, skipped: list[tuple[str, str]] = ()) -> str:
-    md = to_markdown(frame)
+def _values(runs: list[dict[str, Any]], read) -> str:
+    seen: list[str] = []
+    for r in runs:
+        value = str(read(r))
+        if value not in seen:
+            seen.append(value)
+    return ", ".join(seen) or "–"
+
+
+def description(runs: list[dict[str, Any]]) -> list[str]:
+    """What a table compares, one line each: model(s), datasets, sparsity pattern(s), calibration,
+    evaluation windows and the code that produced the jobs."""
+    def calibration(r):
+        d = r["config"]["data"]
+        return f"{d['nsamples']} segments × {d['seqlen']} tokens per step, seed {d['seed']}"
+
+    def windows(r):
+        cap = r["config"]["eval"].get("max_windows")
+        return f"{r['config']['data']['seqlen']}-token windows, {'at most ' + str(cap) if cap else 'all'} per dataset"
+
+    def code(r):
+        v = r.get("versions") or {}
+        return f"copal_exp {v.get('copal_exp', '?')}" + (f", commit {v['commit']}" if v.get("commit") else "")
+
+    pruned = [r for r in runs if prunes(r)] or runs
+    return [f"models: {_values(runs, model_name)}",
+            f"datasets: {_values(runs, lambda r: ', '.join(r['datasets']))} "
+            f"({_values(runs, lambda r: len(r['permutations']))} order(s) per job)",
+            f"sparsity: {_values(pruned, pattern_label)}",
+            f"calibration: {_values(pruned, calibration)}",
+            f"evaluation: {_values(runs, windows)}",
+            f"code: {_values(runs, code)}"]
+
+
+def write_table(frame: pd.DataFrame, sweep: Path, name: str, skipped: list[tuple[str, str]] = (),
+                runs: list[dict[str, Any]] = ()) -> str:
+    """Write ``frame`` as ``<name>.md`` (opening with what it compares, closing with the jobs left out),
+    ``<name>.tex`` (the same opening as comments) and ``<name>.csv``; return the Markdown."""
+    about = description(list(runs)) if runs else []
+    md = "\n".join(f"- {line}" for line in about) + ("\n\n" if about else "") + to_markdown(frame)
     note = "".join(f"\n- skipped {where}: {why}" for where, why in skipped)
     (sweep / f"{name}.md").write_text(md + ("\n\nJobs not in this table:" + note if note else "") + "\n")
-    (sweep / f"{name}.tex").write_text(to_latex(frame) + "\n")
+    (sweep / f"{name}.tex").write_text("".join(f"% {line}\n" for line in about) + to_latex(frame) + "\n")
     frame.to_csv(sweep / f"{name}.csv", index=False)
     return md
 
