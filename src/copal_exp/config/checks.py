@@ -55,7 +55,7 @@ def check_device(name: Any) -> str:
 
 def section(c: dict[str, Any], key: str) -> dict[str, Any]:
     value = c.get(key)
-    require(isinstance(value, dict), f"{key}={value!r}: must be a config group (see README, 'Configuration reference')")
+    require(isinstance(value, dict), f"{key}={value!r}: must be a config group (see docs/configuration.md)")
     return value
 
 

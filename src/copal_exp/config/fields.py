@@ -87,7 +87,7 @@ def _coerce_value(value: Any, kind: Any, where: str, meta: dict[str, Any]) -> An
 def coerce(values: Any, schema: type, where: str) -> dict[str, Any]:
     """``values`` (a composed section) with every key of ``schema`` read into its declared type."""
     if not isinstance(values, dict):
-        raise ConfigError(f"{where}={values!r}: must be a config section (see README, 'Configuration reference')")
+        raise ConfigError(f"{where}={values!r}: must be a config section (see docs/configuration.md)")
     hints = typing.get_type_hints(schema)
     known = {f.name: f for f in dataclasses.fields(schema)}
     extra = sorted(set(values) - set(known))
@@ -95,7 +95,7 @@ def coerce(values: Any, schema: type, where: str) -> dict[str, Any]:
         raise ConfigError(f"{where}: unknown key(s) {extra}; allowed: {sorted(known)}")
     missing = sorted(n for n, f in known.items() if f.default == "???" and n not in values)
     if missing:
-        raise ConfigError(f"{where}: missing key(s) {missing} (see README, 'Configuration reference')")
+        raise ConfigError(f"{where}: missing key(s) {missing} (see docs/configuration.md)")
     out = dict(values)
     for name, spec in known.items():
         if name in values:

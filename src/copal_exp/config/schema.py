@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from copal_exp.data.sources import HUB_RECIPES, PAPER_DATASETS
+from copal_exp.io.offload import PLACES
 
-PLACES = ("device", "cpu", "disk")
 ACTIVATION_PLACES = ("auto", *PLACES)
 
 

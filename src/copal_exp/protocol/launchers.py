@@ -24,7 +24,6 @@ MULTIRUN_FLAGS = ("-m", "--multirun")
 WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn", "--config-dir",
               "-cd", "--experimental-rerun")
 INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
-JOBLIB = "hydra/launcher=joblib"
 
 
 def usable_cores() -> int:
@@ -54,25 +53,78 @@ def normalise_argv(argv: list[str], cores: int | None = None) -> list[str]:
         i += 1
     multirun = [f for f in flags if f in MULTIRUN_FLAGS][:1]
     flags = multirun + [f for f in flags if f not in MULTIRUN_FLAGS]
-    if JOBLIB in rest and not any(a.lstrip("+~").startswith("hydra.launcher.n_jobs=") for a in rest):
-        rest.append(f"hydra.launcher.n_jobs={cores or usable_cores()}")
+    for rules in LAUNCHERS.values():
+        rest += rules.argv_defaults(rest, cores or usable_cores())
     return flags + rest
+
+
+class LauncherRules:
+    """What copal_exp does under one way of launching jobs: defaults it adds to the command line, and the
+    torch threads a job takes there. A new launcher is one subclass registered with :func:`launcher_rules`."""
+
+    def argv_defaults(self, overrides: list[str], cores: int) -> list[str]:
+        """Overrides to add to the command line's ``overrides``."""
+        return []
+
+    def threads(self, launcher: Mapping[str, Any], environ: Mapping[str, str], cores: int) -> tuple[int, str] | None:
+        """``(threads, why)`` for a job under this launcher, or ``None`` when it does not apply."""
+        return None
+
+
+#: the launchers with rules of their own, consulted in this order (the first that applies decides)
+LAUNCHERS: dict[str, LauncherRules] = {}
+
+
+def launcher_rules(name: str):
+    def wrap(cls):
+        LAUNCHERS[name] = cls()
+        return cls
+
+    return wrap
+
+
+@launcher_rules("slurm")
+class SlurmRules(LauncherRules):
+    """A job inside a SLURM allocation (submitit's launcher, or ``srun``): the CPUs allocated to it."""
+
+    def threads(self, launcher, environ, cores):
+        for name in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
+            if environ.get("SLURM_JOB_ID") and environ.get(name, "").isdigit():
+                return max(1, int(environ[name])), f"{name}={environ[name]}"
+        return None
+
+
+@launcher_rules("joblib")
+class JoblibRules(LauncherRules):
+    """``hydra/launcher=joblib``: as many jobs at once as there are cores (the plugin's default of 10 would
+    oversubscribe a smaller machine), each with the cores divided by the jobs running at once."""
+
+    choice = "hydra/launcher=joblib"
+
+    def argv_defaults(self, overrides, cores):
+        if self.choice in overrides and not any(a.lstrip("+~").startswith("hydra.launcher.n_jobs=") for a in overrides):
+            return [f"hydra.launcher.n_jobs={cores}"]
+        return []
+
+    def threads(self, launcher, environ, cores):
+        if not str(launcher.get("_target_", "")).endswith("JoblibLauncher"):
+            return None
+        n_jobs = int(launcher.get("n_jobs") or -1)
+        at_once = cores if n_jobs < 1 else min(n_jobs, cores)
+        return max(1, cores // at_once), f"{cores} cores / {at_once} joblib jobs at once"
 
 
 def job_threads(configured: int | None, launcher: Mapping[str, Any] | None, environ: Mapping[str, str] = os.environ,
                 cores: int | None = None) -> tuple[int | None, str]:
-    """``(threads, why)`` for this job; ``threads`` is ``None`` when torch's default is kept."""
+    """``(threads, why)`` for this job: ``run.threads``, else the first launcher rule that applies; ``threads``
+    is ``None`` when torch's default is kept."""
     cores = cores or usable_cores()
     if configured:
         return int(configured), "run.threads"
-    for name in ("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE"):
-        if environ.get("SLURM_JOB_ID") and environ.get(name, "").isdigit():
-            return max(1, int(environ[name])), f"{name}={environ[name]}"
-    target = str((launcher or {}).get("_target_", ""))
-    if target.endswith("JoblibLauncher"):
-        n_jobs = int((launcher or {}).get("n_jobs") or -1)
-        at_once = cores if n_jobs < 1 else min(n_jobs, cores)
-        return max(1, cores // at_once), f"{cores} cores / {at_once} joblib jobs at once"
+    for rules in LAUNCHERS.values():
+        decided = rules.threads(launcher or {}, environ, cores)
+        if decided is not None:
+            return decided
     return None, "torch default"
 
 
