@@ -15,14 +15,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from copal_exp.data.files import TextSource, read_rows
 from copal_exp.errors import ConfigError, DataError
 
 FORMATS = {".txt": "text", ".text": "text", ".md": "text", ".jsonl": "jsonl", ".json": "json", ".parquet": "parquet"}
-SPEC_KEYS = {"path", "hub", "split", "name", "field", "format", "calibration", "evaluation", "holdout"}
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One ``data.sources.<name>`` entry, every key with its default once."""
+
+    path: Optional[str] = None  # a local file or folder
+    hub: Optional[str] = None  # or a Hugging Face dataset id
+    split: str = "train"  # the Hub split
+    name: Optional[str] = None  # the Hub config
+    field: str = "text"  # the text column (JSON, parquet, Hub)
+    format: str = "auto"  # auto: from the suffix
+    calibration: Optional[str] = None  # or the two parts given as paths
+    evaluation: Optional[str] = None
+    holdout: int = 5  # every holdout-th document is evaluation
+
+
+SPEC_KEYS = {f.name for f in fields(SourceSpec)}
 
 
 def check_source(name: str, spec: Any) -> None:
@@ -43,9 +61,9 @@ def check_source(name: str, spec: Any) -> None:
     for key in ("path", "calibration", "evaluation"):
         if spec.get(key) and not Path(str(spec[key])).expanduser().exists():
             raise ConfigError(f"{where}.{key}={spec[key]}: no such file or folder")
-    if spec.get("format", "auto") not in ("auto", *sorted(set(FORMATS.values()))):
+    if spec.get("format", SourceSpec.format) not in ("auto", *sorted(set(FORMATS.values()))):
         raise ConfigError(f"{where}.format={spec['format']!r}: allowed values are auto, json, jsonl, parquet, text")
-    holdout = spec.get("holdout", 5)
+    holdout = spec.get("holdout", SourceSpec.holdout)
     if isinstance(holdout, bool) or not isinstance(holdout, int) or holdout < 2:
         raise ConfigError(f"{where}.holdout={holdout!r}: must be an integer at least 2")
 
@@ -95,39 +113,38 @@ def _read(path: Path, fmt: str, field: str, name: str, role: str) -> list[str]:
     return rows
 
 
-def _local(spec_path: str, spec: dict[str, Any], name: str, role: str) -> tuple[list[str], dict[str, Any]]:
+def _local(spec_path: str, spec: SourceSpec, name: str, role: str) -> tuple[list[str], dict[str, Any]]:
     path = Path(str(spec_path)).expanduser()
     rows, digest = [], hashlib.sha256()
     files = _files(path)
     for f in files:
-        rows += _read(f, spec.get("format", "auto"), spec.get("field", "text"), name, role)
+        rows += _read(f, spec.format, spec.field, name, role)
         digest.update(f.read_bytes())
     if not rows:
         raise DataError(f"{name} {role} split: {path} holds no documents")
     return rows, {"source": "local", "location": str(path), "files": len(files), "sha256": digest.hexdigest()}
 
 
-def _hub(spec: dict[str, Any], name: str, role: str) -> tuple[list[str], dict[str, Any]]:
+def _hub(spec: SourceSpec, name: str, role: str) -> tuple[list[str], dict[str, Any]]:
     import datasets
 
-    field = spec.get("field", "text")
-    ds = datasets.load_dataset(spec["hub"], spec.get("name"), split=spec.get("split", "train"))
-    if field not in ds.column_names:
-        raise DataError(f"{name} {role} split: the Hub dataset {spec['hub']} has no {field!r} column "
+    ds = datasets.load_dataset(spec.hub, spec.name, split=spec.split)
+    if spec.field not in ds.column_names:
+        raise DataError(f"{name} {role} split: the Hub dataset {spec.hub} has no {spec.field!r} column "
                         f"(columns: {ds.column_names})")
-    return list(ds[field]), {"source": "hub", "location": spec["hub"], "name": spec.get("name"),
-                             "split": spec.get("split", "train")}
+    return list(ds[spec.field]), {"source": "hub", "location": spec.hub, "name": spec.name, "split": spec.split}
 
 
 def load_custom(name: str, role: str, spec: dict[str, Any]):
-    """The rows of the user's domain ``name`` for ``role`` (``calibration`` or ``evaluation``)."""
-
-    if spec.get(role):
-        rows, where = _local(spec[role], spec, name, role)
+    """The rows of the user's domain ``name`` for ``role`` (``calibration`` or ``evaluation``); ``spec`` is
+    its ``data.sources`` entry (checked by :func:`check_source`)."""
+    spec = SourceSpec(**spec)
+    if getattr(spec, role):
+        rows, where = _local(getattr(spec, role), spec, name, role)
         return TextSource(rows, {"dataset": name, "role": role, **where, "split_rule": "given", "documents": len(rows),
                                  "stand_in": None})
-    rows, where = _hub(spec, name, role) if spec.get("hub") else _local(spec["path"], spec, name, role)
-    holdout = int(spec.get("holdout", 5))
+    rows, where = _hub(spec, name, role) if spec.hub else _local(spec.path, spec, name, role)
+    holdout = spec.holdout
     picked = [r for i, r in enumerate(rows) if (i % holdout == holdout - 1) == (role == "evaluation")]
     if not picked:
         raise DataError(f"{name} {role} split: {len(rows)} document(s) in {where['location']} leave none for {role} "
