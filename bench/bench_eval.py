@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from copal_exp.data import load_dataset_splits  # noqa: E402
-from copal_exp.data.sources import default_root  # noqa: E402
+from copal_exp.io.paths import default_root  # noqa: E402
 from copal_exp.evaluation.perplexity import perplexity, perplexity_layerwise  # noqa: E402
 from copal_exp.models.loading import load_model  # noqa: E402
 

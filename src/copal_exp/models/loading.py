@@ -23,6 +23,7 @@ from copal_exp.data.tokens import ByteTokenizer
 from copal_exp.errors import ConfigError
 from copal_exp.io.paths import models_dir
 from copal_exp.models.gguf import assemble_gguf, convert_gguf, gguf_path
+from copal_exp.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -81,18 +82,9 @@ class ModelSource:
         return model.eval(), tokenizer
 
 
-MODEL_SOURCES: dict[str, type[ModelSource]] = {}
-
-
-def model_source(name: str):
-    """Register a :class:`ModelSource` subclass as ``model.source=name``."""
-
-    def wrap(cls: type[ModelSource]) -> type[ModelSource]:
-        cls.name = name
-        MODEL_SOURCES[name] = cls
-        return cls
-
-    return wrap
+MODEL_SOURCES: Registry = Registry("model source")
+#: registers a :class:`ModelSource` subclass as ``model.source=name`` (``@model_source("name")``)
+model_source = MODEL_SOURCES.register
 
 
 @dataclass

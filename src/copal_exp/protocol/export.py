@@ -1,13 +1,11 @@
-"""``python -m copal_exp.export JOB_DIR OUT [--order K] [--step T] [--verify]``: the pruned model of any
-state of a finished job as a Hugging Face folder (safetensors, config, tokenizer, a model card).
+"""The pruned model of any state of a finished job, rebuilt from its verified ``states/``, as a Hugging Face
+folder (safetensors, config, tokenizer, a model card); ``verify`` reloads it and checks its perplexities.
 
-The state's keep masks are read from the job's verified ``states/``. A method that only masks
-(``updates_weights = False``: magnitude, Wanda, COPAL) gives ``W_t = W ⊙ M_t`` on the dense
-weights. A method that also changes the kept weights (SparseGPT) has them recomputed: the job's
-steps leading to that state are run again on the same calibration segments (the protocol is
-deterministic), and the recomputed masks must equal the recorded ones. ``--verify`` reloads the
-folder with ``from_pretrained`` and checks its perplexities against the recorded ones.
-"""
+A method that only masks (``updates_weights = False``: magnitude, Wanda, COPAL) gives ``W_t = W ⊙ M_t``
+on the dense weights. A method that also changes the kept weights (SparseGPT) has them recomputed: the
+job's steps leading to that state are run again on the same calibration segments (the protocol is
+deterministic), and the recomputed masks must equal the recorded ones. The command is
+:mod:`copal_exp.cli.export`."""
 
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from copal_exp.errors import JobInterrupted
+from copal_exp.registry import Registry
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
 #: Hydra's flags that take a value (``--cfg job``); ``--info`` takes one optionally
@@ -54,7 +55,7 @@ def normalise_argv(argv: list[str], cores: int | None = None) -> list[str]:
     multirun = [f for f in flags if f in MULTIRUN_FLAGS][:1]
     flags = multirun + [f for f in flags if f not in MULTIRUN_FLAGS]
     for rules in LAUNCHERS.values():
-        rest += rules.argv_defaults(rest, cores or usable_cores())
+        rest += rules().argv_defaults(rest, cores or usable_cores())
     return flags + rest
 
 
@@ -72,15 +73,8 @@ class LauncherRules:
 
 
 #: the launchers with rules of their own, consulted in this order (the first that applies decides)
-LAUNCHERS: dict[str, LauncherRules] = {}
-
-
-def launcher_rules(name: str):
-    def wrap(cls):
-        LAUNCHERS[name] = cls()
-        return cls
-
-    return wrap
+LAUNCHERS: Registry = Registry("launcher rules")
+launcher_rules = LAUNCHERS.register
 
 
 @launcher_rules("slurm")
@@ -122,7 +116,7 @@ def job_threads(configured: int | None, launcher: Mapping[str, Any] | None, envi
     if configured:
         return int(configured), "run.threads"
     for rules in LAUNCHERS.values():
-        decided = rules.threads(launcher or {}, environ, cores)
+        decided = rules().threads(launcher or {}, environ, cores)
         if decided is not None:
             return decided
     return None, "torch default"

@@ -21,6 +21,7 @@ from copal_exp.config.schema import LoggerConfig, key
 from copal_exp.errors import ConfigError
 from copal_exp.io.results import code_version, matrix_rows
 from copal_exp.pruning.masks import Pattern
+from copal_exp.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +109,8 @@ class WandbLoggerConfig(LoggerConfig):
 
 #: ``logger=<name>``: each logger's class (its ``config`` the typed ``logger`` section); a new logger is one
 #: subclass of :class:`NullLogger` registered with :func:`logger`
-LOGGERS: dict[str, type[NullLogger]] = {}
-
-
-def logger(name: str):
-    def wrap(cls):
-        LOGGERS[name] = cls
-        return cls
-
-    return wrap
+LOGGERS: Registry = Registry("logger")
+logger = LOGGERS.register
 
 
 @logger("none")

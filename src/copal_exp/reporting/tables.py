@@ -10,6 +10,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from copal_exp.pruning.methods import reference_method
+from copal_exp.registry import Registry
 from copal_exp.reporting.runs import datasets_label, model_name, pattern_label, prunes, run_label
 
 #: config keys already shown by the method, pattern, model and datasets columns
@@ -38,14 +39,14 @@ class MetricColumn:
 
 
 #: the comparison table's metric columns, in order; a new metric is one :func:`metric_column` registration
-METRIC_COLUMNS: list[MetricColumn] = []
+METRIC_COLUMNS: Registry = Registry("metric column")
 
 
 def metric_column(name: str, doc: str, dense: Callable[[dict[str, float]], Any] | None = None):
     """Register ``fn(run) -> value`` as the metric column ``name`` (``None`` where it does not apply)."""
 
     def wrap(fn):
-        METRIC_COLUMNS.append(MetricColumn(name, doc, fn, dense))
+        METRIC_COLUMNS.register(name)(MetricColumn(name, doc, fn, dense))
         return fn
 
     return wrap
@@ -93,7 +94,7 @@ def comparison_table(runs: list[dict[str, Any]], identity: bool = False) -> pd.D
         rows.append({"model": model_name(r), "datasets": datasets_label(r), "method": run_label(r),
                      "pattern": pattern_label(r), **{k: None if dense else json.dumps(flat.get(k)).strip('"')
                                                      for k in swept},
-                     **{c.name: c.value(r) for c in METRIC_COLUMNS},
+                     **{c.name: c.value(r) for c in METRIC_COLUMNS.values()},
                      "method_name": method["name"], "init": method.get("init", "global")})
     dense_rows = []
     for r in runs:  # every job measured its dense model too
@@ -104,7 +105,7 @@ def comparison_table(runs: list[dict[str, Any]], identity: bool = False) -> pd.D
         name = reference_method().name
         dense_rows.append({"model": group[0], "datasets": group[1], "method": name, "pattern": "-",
                            **{k: None for k in swept},
-                           **{c.name: c.dense(r["dense_ppl"]) if c.dense else None for c in METRIC_COLUMNS},
+                           **{c.name: c.dense(r["dense_ppl"]) if c.dense else None for c in METRIC_COLUMNS.values()},
                            "method_name": name, "init": "global"})
     frame = pd.DataFrame(dense_rows + rows)
     if frame.empty:

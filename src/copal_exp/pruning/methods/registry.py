@@ -32,19 +32,11 @@ from typing import Any, ClassVar
 import torch
 
 from copal_exp.pruning.masks import Pattern
+from copal_exp.registry import Registry
 
-METHODS: dict[str, type["PruningMethod"]] = {}
-
-
-def register(name: str):
-    """Class decorator adding a method to :data:`METHODS` under ``name``."""
-
-    def wrap(cls: type[PruningMethod]) -> type[PruningMethod]:
-        cls.name = name
-        METHODS[name] = cls
-        return cls
-
-    return wrap
+METHODS: Registry = Registry("method")
+#: class decorator adding a method to :data:`METHODS` under ``name`` (``@register("name")``)
+register = METHODS.register
 
 
 @dataclass
@@ -130,9 +122,7 @@ class PruningMethod:
 
 
 def method_class(name: str) -> type[PruningMethod]:
-    if name not in METHODS:
-        raise ValueError(f"method={name!r}: allowed values are {sorted(METHODS)}")
-    return METHODS[name]
+    return METHODS.get_entry(name, "method")
 
 
 def build_method(name: str, pattern: Pattern, **options: Any) -> PruningMethod:
