@@ -3,6 +3,7 @@ errors before anything loads (the validation cases themselves: tests/config/test
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -57,3 +58,21 @@ def test_bad_input_fails_before_model_loads(tmp_path, data_root):
     assert not env_cache.exists()  # nothing was downloaded or converted
 
 
+
+
+@pytest.mark.subprocess
+def test_a_dataset_that_is_nowhere_is_one_line_naming_it(tmp_path):
+    """Neither under data.root nor on the Hub: a user error (exit 2) naming the dataset, where it looked and
+    how to provide it, before any model loads — not a traceback."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "copal_exp", "model=tiny_llama", "datasets=[ptb]", f"data.root={empty}",
+                           "data.use_hub=false", "logger=none", f"hydra.run.dir={tmp_path / 'job'}"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "COPAL_CACHE_DIR": str(tmp_path / "cache")})
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("Error:")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(errors) == 1
+    assert re.match(r"Error: dataset 'ptb' \((evaluation|calibration) split\) is not available: no local file among ",
+                    errors[0])
+    assert str(empty / "ptb" / "ptb.") in errors[0] and "data.use_hub=false" in errors[0] and "COPAL_DATA_DIR" in errors[0]
+    assert not (tmp_path / "cache" / "models").exists()  # no model was loaded
