@@ -525,3 +525,20 @@ def test_unreachable_wandb_server_is_detected_in_seconds_and_logs_offline(tmp_pa
             lg.finish({"datasets": [], "permutations": []})
     assert len([a for a in attempts if a[0] == ("127.0.0.1", port)]) == 1  # checked once per process
     assert list((tmp_path / "1").glob("wandb/offline-run-*"))
+
+
+def test_a_job_that_failed_before_its_first_state_reruns_with_the_same_command(tmp_path, data_root):
+    """The record of a failure before any state holds the job's configuration: the same command is not
+    refused as another configuration, and export says why there is nothing to export."""
+    from copal_exp.errors import UserError
+    from copal_exp.protocol.export import export
+
+    cfg = compose([*TINY, f"data.root={data_root}", "datasets=[ptb]", "data.nsamples=2000", "data.seqlen=500",
+                   "method=wanda"])
+    for _ in range(2):  # the second run meets the same data error, not a refusal of the directory
+        with pytest.raises(DataError, match="data.nsamples=2000"):
+            run_job(cfg, tmp_path)
+    record = json.loads((tmp_path / "results.json").read_text())
+    assert record["status"] == "failed" and record["config"]["data"]["nsamples"] == 2000
+    with pytest.raises(UserError, match=r"the job failed before computing any state \(DataError: "):
+        export(tmp_path, tmp_path / "out")

@@ -2,6 +2,7 @@
 carried states, and a job refused before its model loads when the plan cannot fit."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,8 +74,8 @@ def test_a_plan_that_cannot_fit_names_the_setting():
     on_disk = plan_memory(llama("llama_13b"), validate(compose(["model=llama_13b", "method=copal",
                                                                 "run.offload.memory=disk"])), torch.float16, "cuda")
     on_disk.check(128 * GIB, 80 * GIB, 10**15)
-    with pytest.raises(ConfigError, match="GiB of disk"):
-        on_disk.check(128 * GIB, 80 * GIB, 100 * GIB)
+    with pytest.raises(ConfigError, match=r"GiB of disk space under /scratch/job, this machine has 100.00 GiB"):
+        on_disk.check(128 * GIB, 80 * GIB, 100 * GIB, Path("/scratch/job"))
 
 
 def test_peak_carried_states_by_hand():
@@ -94,7 +95,8 @@ def test_a_job_that_cannot_fit_is_refused_before_its_model_loads(tmp_path, data_
 
     monkeypatch.setattr(memory_plan, "machine_limits", lambda device, folder: (64 * 1024**2, None, 10**12))
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
-    with pytest.raises(ConfigError, match="memory plan: this job needs .* GiB of host memory, this machine has 0.1 GiB"):
+    with pytest.raises(ConfigError, match=r"memory plan: this job needs [0-9.]+ [MG]iB of host memory, this machine has "
+                                          r"64.0 MiB"):
         run_job(compose([*TINY, f"data.root={data_root}", "method=wanda"]), tmp_path / "job")
 
 
@@ -130,3 +132,10 @@ def test_the_model_stays_on_the_gpu_when_the_plan_fits_it():
     layerwise = plan_memory(seven, copal, torch.float16, "cuda")  # not resident: a layer at a time
     assert not layerwise.resident and "the decoder layer being pruned" in needs(layerwise, "gpu")
     assert "calibration activations (in and out of a layer)" in needs(layerwise, "host")
+
+
+def test_sizes_are_printed_in_the_unit_that_shows_them():
+    from copal_exp.protocol.memory import size
+
+    assert [size(n) for n in (0, 900, 5 * 1024, 3 * 1024**2 + 1, 2 * GIB)] == [
+        "0 B", "900 B", "5.0 KiB", "3.0 MiB", "2.00 GiB"]

@@ -49,6 +49,9 @@ def pruned_model(job_dir: Path, order: int = 0, step: int | None = None) -> tupl
     results = read_results(job_dir)
     if results is None:
         raise UserError(f"{job_dir}: no results.json (give a job directory that copal_exp ran)")
+    if results["status"] in ("failed", "interrupted") and not results["permutations"]:
+        raise UserError(f"{job_dir}: the job {results['status']} before computing any state "
+                        f"({results.get('error') or 'no error recorded'}); re-run its command to compute them")
     settings = validate(results["config"])
     step = len(settings.datasets) - 1 if step is None else step
     chain = state_chain(settings, order, step)

@@ -111,7 +111,9 @@ def _run(settings: Settings, out_dir: Path, store: StateStore, hydra_cfg=None) -
     except BaseException as exc:  # keep everything computed so far, marked as failed or interrupted
         # SystemExit: submitit's handler of the cluster's preemption/time-limit signal, after requeueing the job
         interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit))
-        partial = {**earlier, **(experiment.results if experiment else {}),
+        # the job's own configuration always: a job that failed before its first state resumes with the same command
+        partial = {"config": settings.resolved, "datasets": settings.datasets, **earlier,
+                   **(experiment.results if experiment else {}),
                    "status": "interrupted" if interrupted else "failed",
                    "error": str(exc) if isinstance(exc, JobInterrupted) else
                    "preempted or timed out: requeued by the cluster" if isinstance(exc, SystemExit) else

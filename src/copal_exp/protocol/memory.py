@@ -33,7 +33,11 @@ RESIDENT_SHARE = 0.9  # of the GPU's memory a job keeping its whole model there 
 
 
 def size(n: int) -> str:
-    return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / 1024**2:.1f} MiB"
+    """Bytes in the unit that shows them: GiB, MiB, KiB or B."""
+    for unit, scale in (("GiB", GIB), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}" if unit == "GiB" else f"{n / scale:.1f} {unit}"
+    return f"{n} B"
 
 
 @dataclass
@@ -64,18 +68,21 @@ class MemoryPlan:
         return {"host_bytes": self.total("host"), "gpu_bytes": self.total("gpu"), "disk_bytes": self.total("disk"),
                 "resident": self.resident, "needs": [asdict(n) for n in self.needs if n.bytes]}
 
-    def check(self, host_bytes: int, gpu_bytes: int | None, disk_bytes: int | None) -> None:
+    def check(self, host_bytes: int, gpu_bytes: int | None, disk_bytes: int | None,
+              disk_folder: Path | None = None) -> None:
         """Refuse (:class:`ConfigError`) when a total exceeds what the machine has, naming the settings
-        that would reduce the largest needs there."""
+        that would reduce the largest needs there (and, for disk, the folder whose free space was read)."""
         for where, have in (("host", host_bytes), ("gpu", gpu_bytes), ("disk", disk_bytes)):
             need = self.total(where)
             if have is None or need <= have:
                 continue
             big = sorted((n for n in self.needs if n.where == where and n.bytes), key=lambda n: -n.bytes)[:3]
-            hints = "; ".join(f"{n.what} {n.bytes / GIB:.1f} GiB" + (f" ({n.setting})" if n.setting else "")
+            hints = "; ".join(f"{n.what} {size(n.bytes)}" + (f" ({n.setting})" if n.setting else "")
                               for n in big)
-            raise ConfigError(f"memory plan: this job needs {need / GIB:.1f} GiB of {where} memory, this machine has "
-                              f"{have / GIB:.1f} GiB. Largest: {hints}")
+            place = f"{where} memory" if where != "disk" else \
+                f"disk space{f' under {disk_folder}' if disk_folder is not None else ''}"
+            raise ConfigError(f"memory plan: this job needs {size(need)} of {place}, this machine has "
+                              f"{size(have)}. Largest: {hints}")
 
 
 def plan_memory(model: torch.nn.Module, settings, dtype: torch.dtype, device: str, baseline: int = 0,
@@ -183,7 +190,7 @@ def plan_for_job(settings, device: str, eval_windows: int, job_dir: Path) -> Mem
     plan = plan_memory(model, settings, dtype, device, baseline, eval_windows, resident)
     logging.getLogger(__name__).info("memory plan (%s%s):\n%s", device, ", model kept on the device" if resident else "",
                                      plan.table())
-    plan.check(*limits)
+    plan.check(*limits, disk_folder=folder)
     return plan
 
 
