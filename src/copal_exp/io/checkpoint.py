@@ -66,6 +66,7 @@ class BackgroundWriter:
         finally:
             self.waited_seconds += time.perf_counter() - start
 
+
 STATE_DIR = "states"
 INDEX = "index.json"
 DENSE = "dense.pt"

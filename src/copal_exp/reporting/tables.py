@@ -176,6 +176,8 @@ def appendix_e(runs: list[dict[str, Any]]) -> pd.DataFrame:
 
 TABLES = {"comparison": comparison_table, "table1": table1, "table2": table2, "table3": table3,
           "appendix_e": appendix_e}
+
+
 def _fmt(v: Any) -> str:
     if v is None or (isinstance(v, float) and pd.isna(v)):
         return "–"

@@ -120,6 +120,7 @@ def sparsify_weight(
 @register("sparsegpt")
 class SparseGPT(PruningMethod):
     updates_weights = True  # the OBS update changes the kept weights: a pruned model is not W ⊙ M
+
     @dataclass
     class Options:
         blocksize: int = 128  # columns per lazy-update block
