@@ -90,9 +90,10 @@ class JobResults:
 
 
 def library_versions() -> dict[str, str]:
+    """Python and library versions, and the copal_exp commit (:func:`code_version`)."""
     import importlib.metadata as md
 
-    out = {"python": platform.python_version()}
+    out = {"python": platform.python_version(), **code_version()}
     for pkg in ("copal_exp", "torch", "transformers", "hydra-core", "datasets", "numpy"):
         try:
             out[pkg] = md.version(pkg)

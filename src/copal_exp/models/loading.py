@@ -41,6 +41,11 @@ class ModelSource:
         """Source-specific checks before anything loads (:class:`ConfigError` naming the key)."""
 
     @classmethod
+    def revision(cls, cfg: ModelConfig) -> str | None:
+        """The revision ``from_pretrained`` asks for (a Hub source's ``model.revision``; none for the others)."""
+        return None
+
+    @classmethod
     def folder(cls, cfg: ModelConfig) -> str:
         """Where ``from_pretrained`` reads the model (built first when the source needs to)."""
         raise NotImplementedError
@@ -54,7 +59,7 @@ class ModelSource:
     def hf_config(cls, cfg: ModelConfig):
         from transformers import AutoConfig
 
-        return AutoConfig.from_pretrained(cls.folder(cfg), revision=getattr(cfg, "revision", None))
+        return AutoConfig.from_pretrained(cls.folder(cfg), revision=cls.revision(cfg))
 
     @classmethod
     def context_before_load(cls, cfg: ModelConfig) -> int | None:
@@ -67,16 +72,15 @@ class ModelSource:
     def tokenizer(cls, cfg: ModelConfig):
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(cls.folder(cfg), revision=getattr(cfg, "revision", None))
+        return AutoTokenizer.from_pretrained(cls.folder(cfg), revision=cls.revision(cfg))
 
     @classmethod
     def model(cls, cfg: ModelConfig, device: str):
         from transformers import AutoModelForCausalLM
 
-        revision = getattr(cfg, "revision", None)
         path = cls.folder(cfg)
         tokenizer = cls.tokenizer(cfg)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg.dtype, device), revision=revision,
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=_dtype(cfg.dtype, device), revision=cls.revision(cfg),
                                                      low_cpu_mem_usage=True)
         model.config.use_cache = False
         return model.eval(), tokenizer
@@ -102,6 +106,10 @@ class HubSource(ModelSource):
         if cfg.name_or_path in ("", "???"):
             raise ConfigError(f"model.name_or_path={cfg.name_or_path!r}: model={cfg.name} needs the model to load, "
                               "e.g. model.name_or_path=meta-llama/Llama-3.2-1B (a Hugging Face id) or a local folder")
+
+    @classmethod
+    def revision(cls, cfg: HubModelConfig) -> str | None:
+        return cfg.revision
 
     @classmethod
     def folder(cls, cfg: HubModelConfig) -> str:

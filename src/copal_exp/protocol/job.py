@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from copal_exp.errors import JobInterrupted
 from copal_exp.io.checkpoint import StateStore
-from copal_exp.io.results import code_version, library_versions, write_results
+from copal_exp.io.results import library_versions, write_results
 from copal_exp.models.anatomy import prunable_linears, weight_matrix
 from copal_exp.protocol.continual import export_state, load_state, model_identity
 from copal_exp.protocol.jobdir import (
@@ -66,7 +66,7 @@ def run_job(cfg: DictConfig, out_dir: str | Path, hydra_cfg: DictConfig | None =
 def _run(settings: Settings, out_dir: Path, store: StateStore, hydra_cfg=None) -> dict:
     from copal_exp.models.loading import load_model, load_tokenizer
 
-    extra = {"versions": {**library_versions(), **code_version()}, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    extra = {"versions": library_versions(), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
              "threads": torch.get_num_threads()}
     earlier = earlier_results(out_dir) or {}  # an earlier attempt's partial record: kept if this one fails early
     swept = list(hydra_cfg.overrides.task) if hydra_cfg is not None else []

@@ -35,7 +35,7 @@ from copal_exp.data.demo_suite import DEMO_DATASETS
 from copal_exp.data.sources import KNOWN_DATASETS
 from copal_exp.errors import ConfigError
 from copal_exp.models.anatomy import Selection
-from copal_exp.models.loading import MODEL_SOURCES
+from copal_exp.models.loading import model_settings
 from copal_exp.protocol.plan import Plan, make_plan
 from copal_exp.protocol.tracking import LOGGERS
 from copal_exp.pruning.masks import Pattern
@@ -117,16 +117,6 @@ def plan_orders(datasets: list[str], kind: str, index: int | None) -> list[tuple
     return [orders[index]]
 
 
-def check_model_section(model: dict[str, Any]) -> dict[str, Any]:
-    """The ``model`` section read through its source's config, and the source's own checks."""
-    sources = tuple(MODEL_SOURCES)
-    require(model.get("source") in sources, f"model.source={model.get('source')!r}: allowed values are {sources}")
-    source = MODEL_SOURCES[model["source"]]
-    model = coerce(model, source.config, "model")
-    source.check(instance(source.config, model))
-    return model
-
-
 def check_logger(logger: Any) -> dict[str, Any]:
     """The ``logger`` section read through the chosen logger's config, and the logger's own checks."""
     logger = logger or {"name": "none"}
@@ -180,7 +170,9 @@ def validate(cfg: DictConfig | dict) -> Settings:
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
 
-    c["model"] = model = check_model_section(section(c, "model"))
+    composed = section(c, "model")
+    model = model_settings(composed)  # its source's typed config and the source's own checks
+    c["model"] = {name: getattr(model, name) for name in composed}  # the record, in the composed order
     c["data"] = data = check_data(c.get("data"))
     c["run"], c["eval"], c["state"] = run, ev, state = check_run(c.get("run"), c.get("eval"), c.get("state") or {})
     c["prune"] = prune = check_prune(c.get("prune"))
@@ -194,7 +186,7 @@ def validate(cfg: DictConfig | dict) -> Settings:
                                    f"order.index=K), this job runs {len(orders)}")
     c["logger"] = logger = check_logger(c.get("logger"))
     return Settings(datasets, orders, name, init, method, pattern,
-                    model=instance(MODEL_SOURCES[model["source"]].config, model), data=instance(DataConfig, data),
+                    model=model, data=instance(DataConfig, data),
                     eval=instance(EvalConfig, ev), run=instance(RunConfig, run), state=instance(StateConfig, state),
                     prune=instance(PruneConfig, prune), logger=instance(LOGGERS[logger["name"]].config, logger),
                     resolved=c)
