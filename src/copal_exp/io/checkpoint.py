@@ -211,6 +211,24 @@ class StateStore:
         return steps
 
     # -- clean-up --------------------------------------------------------------------------------
+    def reconcile(self) -> list[str]:
+        """Drop from the index every file that is no longer there (a user followed the advice to delete a
+        damaged state, or a disk lost it), and a carry whose state record or offload files are gone, so that
+        the job recomputes those states instead of stopping at "missing". Returns the names dropped."""
+        if self.index is None:
+            return []
+        files = self.index["files"]
+        gone = {name for name, entry in files.items()
+                if not (self.dir / name).is_file() or any(not Path(p).is_file() for p in entry.get("offload") or {})}
+        for name in [n for n in files if n.endswith(".carry.pt")]:
+            record = name[: -len(".carry.pt")] + ".pt"
+            if record not in files or record in gone:
+                gone.add(name)
+        for name in sorted(gone):
+            self._commit(drop=name)
+            (self.dir / name).unlink(missing_ok=True)  # a carry kept without its record (the index named it)
+        return sorted(gone)
+
     def referenced_offload_files(self) -> set[str]:
         files = (self.index or {}).get("files", {})
         return {str(Path(p).resolve()) for entry in files.values() for p in (entry.get("offload") or {})}

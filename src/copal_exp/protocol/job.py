@@ -50,6 +50,10 @@ def run_job(cfg: DictConfig, out_dir: str | Path, hydra_cfg: DictConfig | None =
         if hydra_cfg is not None and completed_results(out_dir) is None:
             write_hydra_files(out_dir, cfg, hydra_cfg)
         store.initialise(settings.resolved)
+        dropped = store.reconcile()
+        if dropped:
+            log.warning("%d file(s) named in %s are gone: their states are recomputed (%s)", len(dropped),
+                        store.index_path, ", ".join(dropped))
         removed = store.remove_orphans() + remove_temporary_files(out_dir)
         if not settings.run.offload.dir:  # the job's own offload folder
             removed += remove_orphans(offload_folder(None, out_dir), store.referenced_offload_files())

@@ -119,7 +119,7 @@ class Experiment:
         folder = offload_folder(offload.dir, self.store.dir.parent if self.store else None)
         activations = Offloader(activations_place(s, self.resident), self.device, folder / "activations")
         memory_store = Offloader(offload.memory, self.device, folder / "memory")
-        resumed = self.results["resumed_states"] = self.cache.resume(plan)
+        resumed = self.results["resumed_states"] = self.cache.resume(plan, self.keep_final_state)
         if resumed:
             log.info("resuming: %d of %d states already computed in this job directory", resumed, plan.prune_steps)
             self.results.update(self.assemble())

@@ -8,6 +8,7 @@ every child step that starts from it has run.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,8 @@ from copal_exp.io.offload import discard, file_handles
 from copal_exp.metrics.transfer import mask_change
 from copal_exp.protocol.plan import Plan
 from copal_exp.pruning.methods import Memory
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -74,10 +77,27 @@ class StateCache:
         self.children_left: dict[tuple, int] = {}
         self.mask_changes: dict[tuple[tuple, tuple], float] = {}
 
-    def resume(self, plan: Plan) -> int:
-        """Restore the states the job directory holds (verified); returns how many belong to ``plan``."""
+    def resume(self, plan: Plan, keep_final: bool = False) -> int:
+        """Restore the states the job directory holds (verified); returns how many belong to ``plan``.
+
+        A restored state that a step still to compute starts from (or the final state of an order, when
+        ``keep_final``: it is exported) must come with its carry; one whose carry was released (or lost) is
+        recomputed instead, and so on up the order to the nearest state that still has its carry (or to
+        the start), so a child is never computed from a parent without its weights or memory."""
         saved = self.store.load_all(restore_state) if self.store else {}
-        self.states = {key: state for key, state in saved.items() if key in plan.parents}
+        states = {key: state for key, state in saved.items() if key in plan.parents}
+        finals = set(plan.final_keys) if keep_final else set()
+        while plan.carries_state:
+            left = plan.children_left(set(states))
+            lacking = [key for key, state in states.items()
+                       if not state.carries and (left.get(key, 0) > 0 or key in finals)]
+            if not lacking:
+                break
+            log.warning("recomputing %d saved state(s) whose carried weights or memory a later step needs and "
+                        "the job directory no longer holds: %s", len(lacking), ", ".join(map(str, lacking)))
+            for key in lacking:
+                del states[key]
+        self.states = states
         self.children_left = plan.children_left(set(self.states))
         return len(self.states)
 

@@ -1,0 +1,51 @@
+"""The second trust pass: nothing of the user's is deleted or replaced without their word, old and new
+inputs are never mixed, and every failure leaves a directory the same command can resume. One test per
+root cause; damaged folders are built in ``tmp_path``."""
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import TINY, compose
+
+from copal_exp.errors import IntegrityError
+from copal_exp.io.checkpoint import state_id
+from copal_exp.protocol.job import run_job
+
+
+def job(data_root, *extra):
+    return compose([*TINY, f"data.root={data_root}", *extra])
+
+
+def matrices(results):
+    return [p["ppl_matrix"] for p in results["permutations"]]
+
+
+def reopen(job_dir: Path) -> None:
+    """Make a finished job resumable again (as if it had been stopped after its last state)."""
+    path = job_dir / "results.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "status": "running"}))
+
+
+# ------------------------------------------------------------------ 3. the advice for a damaged state works
+def test_following_the_advice_for_a_damaged_state_recomputes_it_from_a_parent_with_its_carry(tmp_path, data_root,
+                                                                                             caplog):
+    args = ["method=copal", "order=given"]
+    reference = run_job(job(data_root, *args), tmp_path / "reference")
+    folder = tmp_path / "job"
+    run_job(job(data_root, *args), folder)
+    order = reference["permutations"][0]["order"]
+    middle = folder / "states" / f"{state_id(tuple(order[:2]))}.pt"
+    middle.write_bytes(middle.read_bytes()[:-10])  # damaged: the job stops, naming it and the remedy
+    reopen(folder)
+    with pytest.raises(IntegrityError) as err:
+        run_job(job(data_root, *args), folder)
+    assert f"Delete {middle}" in str(err.value)
+    middle.unlink()  # the advice; the first state's carry (COPAL's G) was released when the middle state ran
+    assert not list((folder / "states").glob("*.carry.pt"))
+    resumed = run_job(job(data_root, *args), folder)
+    assert resumed["status"] == "complete"
+    assert "are gone: their states are recomputed" in caplog.text
+    assert "recomputing 1 saved state(s) whose carried weights or memory" in caplog.text
+    # the middle state was rebuilt from the first one's G, recomputed from the start: same numbers
+    assert matrices(resumed) == matrices(reference)
