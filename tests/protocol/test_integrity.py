@@ -418,9 +418,9 @@ def test_disk_full_names_the_path_and_leaves_no_temporary_file(tmp_path, monkeyp
 def test_the_next_run_removes_what_a_killed_job_left_behind(tmp_path, data_root):
     args = ["method=copal", "order=given"]
     run_job(job(data_root, *args), tmp_path)
-    left = [tmp_path / "states" / "orphan-1234.carry.pt", tmp_path / "states" / ".index.json.999.tmp",
-            tmp_path / ".results.json.999.tmp", tmp_path / "offload" / "memory" / "g-abc.safetensors",
-            tmp_path / "offload" / "activations" / "act0-def.safetensors"]
+    left = [tmp_path / "states" / "orphan-0123abcd.carry.pt", tmp_path / "states" / ".index.json.999.tmp",
+            tmp_path / ".results.json.999.tmp", tmp_path / "offload" / "memory" / "g-0123456789ab.safetensors",
+            tmp_path / "offload" / "activations" / "act0-abcdef012345.safetensors"]
     for path in left:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"partial")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import TINY, compose
 
-from copal_exp.errors import IntegrityError
+from copal_exp.errors import IntegrityError, JobDirError
 from copal_exp.io.checkpoint import state_id
 from copal_exp.protocol.job import run_job
 
@@ -49,3 +49,37 @@ def test_following_the_advice_for_a_damaged_state_recomputes_it_from_a_parent_wi
     assert "recomputing 1 saved state(s) whose carried weights or memory" in caplog.text
     # the middle state was rebuilt from the first one's G, recomputed from the start: same numbers
     assert matrices(resumed) == matrices(reference)
+
+
+# ------------------------------------------------------------------ 1. a folder that was never a job loses nothing
+def test_a_users_folder_is_refused_untouched_and_a_job_cleans_only_what_it_wrote(tmp_path, data_root):
+    users = tmp_path / "mine"
+    files = {"notes.txt": b"mine", "states/model.pt": b"weights", "offload/big.bin": b"x",
+             ".draft.tmp": b"draft", "states/.results.json.12.tmp": b"y"}
+    for name, data in files.items():
+        (users / name).parent.mkdir(parents=True, exist_ok=True)
+        (users / name).write_bytes(data)
+    with pytest.raises(JobDirError, match=r"mine is not empty and is not a copal_exp job directory \(it holds "
+                                          r"\.draft\.tmp, notes\.txt, offload/, states/"):
+        run_job(job(data_root, "method=wanda"), users)
+    assert sorted(str(p.relative_to(users)) for p in users.rglob("*") if p.is_file()) == sorted(files)
+    assert all((users / name).read_bytes() == data for name, data in files.items())
+    # in a real job directory, files the job did not name as its own stay where the user put them
+    folder = tmp_path / "job"
+    run_job(job(data_root, "method=copal", "order=given"), folder)
+    kept = [folder / "states" / "README.txt", folder / "states" / "backup.pt", folder / "offload" / "notes.safetensors",
+            folder / ".results.json.tmp", folder / ".hydra" / ".config.yaml.bak.tmp"]
+    ours = [folder / "states" / "orphan-0123abcd.pt", folder / "offload" / "memory" / "g-0123456789ab.safetensors",
+            folder / ".hydra" / ".config.yaml.77.tmp"]
+    for path in kept + ours:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"z")
+    reopen(folder)
+    run_job(job(data_root, "method=copal", "order=given"), folder)
+    assert all(p.read_bytes() == b"z" for p in kept) and not any(p.exists() for p in ours)
+
+
+def test_an_output_directory_inside_the_data_root_is_refused(tmp_path, data_root):
+    with pytest.raises(JobDirError, match="lies inside data.root"):
+        run_job(job(data_root, "method=wanda"), data_root / "outputs" / "job")
+    assert not (data_root / "outputs").exists()

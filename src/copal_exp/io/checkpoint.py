@@ -20,6 +20,7 @@ one stops the job with a message naming it and how to recover, never a bare unpi
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,7 +29,7 @@ from typing import Any, Callable
 
 from copal_exp.errors import IntegrityError
 from copal_exp.io.offload import file_handles
-from copal_exp.io.storage import is_tmp, load_torch, read_json, save_torch, sha256_file, verify_file, write_json
+from copal_exp.io.storage import load_torch, read_json, save_torch, sha256_file, tmp_target, verify_file, write_json
 
 
 # One background thread that runs file writes in the order they were submitted: the job computes the
@@ -71,6 +72,9 @@ STATE_DIR = "states"
 INDEX = "index.json"
 DENSE = "dense.pt"
 FORMAT = "copal_exp.protocol.states/2"
+
+
+OWN_NAME = re.compile(r"^(dense|.+-[0-9a-f]{8}(\.carry)?)\.pt$")  # what :meth:`StateStore.save` names files
 
 
 def state_id(key: tuple) -> str:
@@ -234,12 +238,16 @@ class StateStore:
         return {str(Path(p).resolve()) for entry in files.values() for p in (entry.get("offload") or {})}
 
     def remove_orphans(self) -> list[Path]:
-        """Delete files in ``states/`` that the index does not name (a killed job's half-saved state)."""
+        """Delete the files in ``states/`` that this store's own naming says it wrote but the index does not
+        name (a killed job's half-saved state, its temporary files); anything else there is left alone."""
         removed = []
         if self.dir.is_dir():
             known = set((self.index or {}).get("files", {})) | {INDEX}
             for path in self.dir.iterdir():
-                if path.is_file() and (path.name not in known or is_tmp(path)):
+                target = tmp_target(path)
+                ours = (target is not None and (target == INDEX or OWN_NAME.match(target))) or (
+                    path.name not in known and OWN_NAME.match(path.name))
+                if path.is_file() and ours:
                     path.unlink(missing_ok=True)
                     removed.append(path)
         return removed

@@ -9,6 +9,7 @@ lazily, so host memory holds only the layer being processed.
 from __future__ import annotations
 
 import itertools
+import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,8 @@ from pathlib import Path
 import torch
 
 PLACES = ("device", "cpu", "disk")
+#: how :meth:`Offloader.store` names its files (a job's clean-up removes only files named so)
+OWN_FILE = re.compile(r"-[0-9a-f]{12}\.safetensors$")
 
 
 class Offloader:

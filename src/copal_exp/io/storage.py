@@ -29,9 +29,19 @@ def tmp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
 
 
+def tmp_target(path: Path) -> str | None:
+    """The name of the file a temporary file of :func:`atomic_file` (``.<name>.<pid>.tmp``) was being written
+    as, or ``None`` when ``path`` is not named like one (a user's file that merely ends in ``.tmp``)."""
+    name = Path(path).name
+    if not (name.startswith(".") and name.endswith(TMP_SUFFIX)):
+        return None
+    target, _, pid = name[1: -len(TMP_SUFFIX)].rpartition(".")
+    return target if target and pid.isdigit() else None
+
+
 def is_tmp(path: Path) -> bool:
-    """Whether ``path`` is a temporary file of :func:`atomic_file` (left behind only by a killed process)."""
-    return path.name.startswith(".") and path.name.endswith(TMP_SUFFIX)
+    """Whether ``path`` is named like a temporary file of :func:`atomic_file` (left only by a killed process)."""
+    return tmp_target(path) is not None
 
 
 class HashingWriter:

@@ -13,12 +13,14 @@ from omegaconf import DictConfig
 
 from copal_exp.errors import JobInterrupted
 from copal_exp.io.checkpoint import StateStore
+from copal_exp.io.paths import default_root
 from copal_exp.io.results import library_versions, write_results
 from copal_exp.models.anatomy import prunable_linears, weight_matrix
 from copal_exp.protocol.continual import export_state, load_state, model_identity
 from copal_exp.protocol.jobdir import (
     JobLock,
     check_configuration,
+    check_ownership,
     completed_results,
     earlier_results,
     offload_folder,
@@ -44,6 +46,7 @@ def run_job(cfg: DictConfig, out_dir: str | Path, hydra_cfg: DictConfig | None =
     check_context(settings, context_before_load(settings.model))
     out_dir = Path(out_dir)
     launcher = dict(hydra_cfg.launcher) if hydra_cfg is not None and "launcher" in hydra_cfg else None
+    check_ownership(out_dir, settings.data.root or default_root())  # before the lock file is written into it
     with JobLock(out_dir), sigterm_interrupts(), torch_threads(settings.run.threads, launcher):
         store = StateStore(out_dir)
         check_configuration(out_dir, settings.resolved, store.config)  # refuses before anything is written

@@ -5,7 +5,12 @@ operating system when the holder dies, so a killed job never leaves the director
 its configuration with the one the directory already holds (``states/index.json`` or
 ``results.json``) and refuses a different one, listing every differing key as ``old → new``. A job
 whose ``results.json`` is already complete for the same configuration is not run again. Temporary
-files and offload files left by a killed job are removed once the lock is held.
+files and offload files left by a killed job are removed once the lock is held — only those that the
+job's index or its own file naming proves it wrote.
+
+A folder that is not empty and holds no copal_exp record (``states/index.json`` or ``results.json``)
+is somebody else's: it is refused, named, before anything is written into it; so is an output
+directory inside the data root.
 """
 
 from __future__ import annotations
@@ -22,11 +27,48 @@ from typing import Any
 from copal_exp.errors import JobDirError, ResultsError
 from copal_exp.io.identity import result_config
 from copal_exp.io.results import RESULTS_FILE, read_results
-from copal_exp.io.storage import is_tmp
+from copal_exp.io.offload import OWN_FILE
+from copal_exp.io.storage import tmp_target
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "job.lock"
+#: what a directory holds before the job's first record: Hydra's log, the lock, Hydra's own files
+BEFORE_FIRST_RECORD = {"copal_exp.log", LOCK_FILE, ".hydra"}
+HYDRA_FILES = {"config.yaml", "hydra.yaml", "overrides.yaml"}
+
+
+def _entries(folder: Path) -> list[Path]:
+    """What ``folder`` holds, empty sub-folders left out (they hold nothing to lose)."""
+    return [p for p in sorted(folder.iterdir()) if not (p.is_dir() and not any(p.rglob("*")))]
+
+
+def check_ownership(job_dir: Path, data_root: str | Path | None = None) -> None:
+    """Refuse an output directory that is somebody else's folder, before anything is written into it.
+
+    A job directory is one that holds a copal_exp record (``states/index.json``, ``results.json``), or
+    nothing but what Hydra and the job write before their first record. Any other non-empty folder is
+    refused with its foreign entries named: the job's clean-up would otherwise treat them as its own.
+    An output directory inside ``data_root`` is refused too (the job's files would mix with the data)."""
+    job_dir = Path(job_dir)
+    if data_root is not None:
+        root = Path(data_root).expanduser().resolve()
+        if job_dir.resolve() == root or root in job_dir.resolve().parents:
+            raise JobDirError(f"the output directory {job_dir} lies inside data.root ({root}): the job's states and "
+                              "results would mix with the datasets. Give it another one (hydra.run.dir=... / "
+                              "hydra.sweep.dir=...)")
+    if not job_dir.is_dir() or (job_dir / "states" / "index.json").is_file() or (job_dir / RESULTS_FILE).is_file():
+        return
+    foreign = [p for p in _entries(job_dir) if p.name not in BEFORE_FIRST_RECORD]
+    hydra = job_dir / ".hydra"
+    if hydra.is_dir():
+        foreign += [p for p in _entries(hydra) if p.name not in HYDRA_FILES]
+    if foreign:
+        shown = ", ".join(str(p.relative_to(job_dir)) + ("/" if p.is_dir() else "") for p in foreign[:6])
+        raise JobDirError(f"{job_dir} is not empty and is not a copal_exp job directory (it holds {shown}"
+                          f"{' …' if len(foreign) > 6 else ''}, and no results.json or states/index.json): nothing "
+                          "in it was changed. Give the run an empty or new folder (hydra.run.dir=... / "
+                          "hydra.sweep.dir=...)")
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -122,23 +164,25 @@ def completed_results(job_dir: Path) -> dict[str, Any] | None:
 
 
 def remove_temporary_files(job_dir: Path) -> list[Path]:
-    """Delete temporary files a killed process left in the job directory (the lock is held)."""
+    """Delete the temporary files a killed process of the job left while writing its own files (the lock is
+    held): ``.results.json.<pid>.tmp`` and Hydra's files' under ``.hydra/``; nothing else is touched."""
     removed = []
-    for folder in (Path(job_dir), Path(job_dir) / "states", Path(job_dir) / ".hydra"):
+    for folder, targets in ((Path(job_dir), {RESULTS_FILE}), (Path(job_dir) / ".hydra", HYDRA_FILES)):
         if folder.is_dir():
             for path in folder.iterdir():
-                if path.is_file() and is_tmp(path):
+                if path.is_file() and tmp_target(path) in targets:
                     path.unlink(missing_ok=True)
                     removed.append(path)
     return removed
 
 
 def remove_orphans(folder: Path, keep: set[str]) -> list[Path]:
-    """Delete every file under ``folder`` whose path is not in ``keep`` (offload files of a killed job)."""
+    """Delete the job's offload files under ``folder`` (named as :class:`~copal_exp.io.offload.Offloader`
+    names them) whose path is not in ``keep``: a killed job's tensors. Files of other names are left alone."""
     removed = []
     if folder.is_dir():
         for path in sorted(folder.rglob("*")):
-            if path.is_file() and str(path.resolve()) not in keep:
+            if path.is_file() and OWN_FILE.search(path.name) and str(path.resolve()) not in keep:
                 path.unlink(missing_ok=True)
                 removed.append(path)
     return removed
