@@ -83,3 +83,37 @@ def test_an_output_directory_inside_the_data_root_is_refused(tmp_path, data_root
     with pytest.raises(JobDirError, match="lies inside data.root"):
         run_job(job(data_root, "method=wanda"), data_root / "outputs" / "job")
     assert not (data_root / "outputs").exists()
+
+
+# ------------------------------------------------------------------ 4/5/8. inputs, exports and output paths
+def test_resume_on_a_replaced_corpus_is_refused_and_exports_never_replace_anything(tmp_path, data_root):
+    from copal_exp.errors import UserError
+    from copal_exp.protocol.export import check, export
+
+    corpus = tmp_path / "legal.txt"
+    corpus.write_text("\n\n".join(f"Clause {i}: the party of the first part shall pay {i} pounds." for i in range(60)))
+    args = ["method=wanda", "order=given", "datasets=[ptb,legal]", f"+data.sources.legal.path={corpus}"]
+    folder = tmp_path / "job"
+    run_job(job(data_root, *args), folder)
+    reopen(folder)
+    corpus.write_text("\n\n".join(f"Article {i}: the tenant shall keep {i} cats." for i in range(60)))
+    with pytest.raises(JobDirError, match=f"legal calibration: the tokens read from {corpus} differ"):
+        run_job(job(data_root, *args), folder)
+    # an existing export target is refused before any model loads; an exported state is never replaced
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "README.md").write_text("my notes")
+    with pytest.raises(UserError, match="is not empty .*README.md.*--force"):
+        export(folder, target)
+    assert (target / "README.md").read_text() == "my notes"
+    out = tmp_path / "out"
+    export(folder, out)
+    (out / "extra.txt").write_text("added")
+    with pytest.raises(UserError, match="extra.txt was not written by the export"):
+        check(out)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "state.json").write_text("{}")
+    with pytest.raises(JobDirError, match="already holds an exported state"):
+        run_job(job(data_root, "method=copal", "order=given", f"state.export={state}"), tmp_path / "job2")
+    assert (state / "state.json").read_text() == "{}"

@@ -9,12 +9,19 @@ matrices as a heatmap PNG.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from copal_exp.io.results import RESULTS_FILE
 from copal_exp.reporting.figures import FIGURES, bwt_curve, heatmaps
 from copal_exp.reporting.runs import collect
 from copal_exp.reporting.tables import TABLES, write_table
+
+
+def fail(message: str) -> None:
+    """A user error: one line on stderr, exit status 2 (as every copal_exp command)."""
+    print(f"Error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,9 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-figures", action="store_true", help="skip the heatmap PNG")
     args = parser.parse_args(argv)
     if not args.sweep.exists():
-        raise SystemExit(f"{args.sweep}: no such directory (give a sweep or job directory holding {RESULTS_FILE} files)")
+        fail(f"{args.sweep}: no such directory (give a sweep or job directory holding {RESULTS_FILE} files)")
     if not args.sweep.is_dir():
-        raise SystemExit(f"{args.sweep} is a file: give the directory that holds it (e.g. {args.sweep.parent})")
+        fail(f"{args.sweep} is a file: give the directory that holds it (e.g. {args.sweep.parent})")
     skipped: list[tuple[str, str]] = []
     runs = collect(args.sweep, skipped=skipped)
     if skipped:
@@ -35,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         for where, why in skipped:
             print(f"  {where}: {why}")
     if not runs:
-        raise SystemExit(f"no complete {RESULTS_FILE} under {args.sweep}")
+        fail(f"no complete {RESULTS_FILE} under {args.sweep}")
     if args.kind in FIGURES:
         x_key, x_label = FIGURES[args.kind]
         frame, png = bwt_curve(runs, x_key, x_label, args.sweep / f"{args.kind}.png")

@@ -53,7 +53,11 @@ def encode_cached(tokenizer, text: str, label: str, cache_dir: Path | None) -> t
         return cached
     ids = encode(tokenizer, text)
     stored = ids.to(torch.int32)
-    save_torch({"ids": stored, "sha256": _ids_digest(stored)}, path)
+    try:
+        save_torch({"ids": stored, "sha256": _ids_digest(stored)}, path)
+    except OSError as exc:  # a cache is a convenience: a read-only or full one never stops the job
+        log.warning("the token cache %s cannot be written (%s): going on without it (data.token_cache=false "
+                    "turns it off)", path.parent, exc)
     return ids
 
 

@@ -153,6 +153,30 @@ class StateStore:
             verify_file(offloaded, expected, f"It holds part of the state saved in {path}. " + _recover(path))
         return load_torch(path, entry, _recover(path))
 
+    # -- inputs ----------------------------------------------------------------------------------
+    def bind_inputs(self, inputs: dict[str, Any]) -> None:
+        """Tie the states to the inputs they are computed from (model fingerprint, each dataset's tokens):
+        recorded by the first run, compared by every later one; a mismatch is refused, naming what differs,
+        so that no result is built from two different datasets or models."""
+        from copal_exp.errors import JobDirError
+        from copal_exp.io.identity import input_differences
+
+        recorded = self.index.get("inputs")
+        if recorded is None:
+            self.index["inputs"] = inputs
+            self._commit()
+            return
+        diff = input_differences(recorded, inputs)
+        if diff:
+            raise JobDirError(
+                f"{self.dir.parent} holds states computed on other inputs than this run reads:\n  " + "\n  ".join(diff)
+                + "\nNothing was changed. Restore the original input to resume, or give this run another output "
+                "directory (hydra.run.dir=... / hydra.sweep.dir=...) to start afresh.")
+
+    @property
+    def inputs(self) -> dict[str, Any] | None:
+        return (self.index or {}).get("inputs")
+
     # -- dense -----------------------------------------------------------------------------------
     def save_dense(self, ppl: dict[str, float]) -> None:
         self.flush()

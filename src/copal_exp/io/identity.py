@@ -7,6 +7,7 @@ floating-point rounding, which a resumed job may absorb but a cache shared by ma
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -60,3 +61,45 @@ def result_config(resolved: dict[str, Any]) -> dict[str, Any]:
         if model["name_or_path"].startswith((".", "/", "~")) or local.exists():
             model["name_or_path"] = normalise_path(model["name_or_path"])
     return cfg
+
+
+#: elements of each weight matrix a fingerprint reads (evenly strided): cheap on a 65B model, and a
+#: different checkpoint or a replaced file changes it with near certainty
+FINGERPRINT_ELEMENTS = 1 << 16
+
+
+def weights_fingerprint(weights: dict[str, Any]) -> str:
+    """SHA-256 over every layer's name, shape, dtype and an even stride of its elements (the dense weights a
+    job starts from): the model identity a job directory's states are tied to."""
+    digest = hashlib.sha256()
+    for name, weight in weights.items():
+        flat = weight.detach().reshape(-1)
+        step = max(1, flat.numel() // FINGERPRINT_ELEMENTS)
+        digest.update(f"{name}:{tuple(weight.shape)}:{weight.dtype}".encode())
+        digest.update(flat[::step].float().cpu().numpy().tobytes())  # exact for every float dtype
+    return digest.hexdigest()
+
+
+def tokens_digest(tokens) -> str:
+    """SHA-256 of a token tensor's ids and shape (the exact segments or windows a job computes on)."""
+    digest = hashlib.sha256(str(tuple(tokens.shape)).encode())
+    digest.update(tokens.cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def input_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What differs between two records of a job's inputs (model fingerprint; each dataset's calibration
+    and evaluation tokens, with the file they came from), one line each."""
+    lines = []
+    if old.get("model") != new.get("model"):
+        lines.append(f"the model's weights differ (fingerprint {str(old.get('model'))[:12]}… recorded, "
+                     f"{str(new.get('model'))[:12]}… now)")
+    for dataset in sorted(set(old.get("data", {})) | set(new.get("data", {}))):
+        before, now = old.get("data", {}).get(dataset, {}), new.get("data", {}).get(dataset, {})
+        for role in ("calibration", "evaluation"):
+            a, b = before.get(role) or {}, now.get(role) or {}
+            if a.get("tokens") != b.get("tokens"):
+                where = b.get("location") or a.get("location") or "its source"
+                lines.append(f"{dataset} {role}: the tokens read from {where} differ from those the states were "
+                             "computed on (the file was changed or replaced, or the tokenizer differs)")
+    return lines

@@ -64,6 +64,7 @@ class JobResults:
     continual: dict = field(default_factory=dict)  # state.load / state.export: from where, datasets seen
     versions: dict = field(default_factory=dict)  # python and library versions
     memory_plan: dict = field(default_factory=dict)  # host/GPU/disk bytes planned before the model loaded
+    inputs: dict = field(default_factory=dict)  # model weights' fingerprint, per dataset a digest of its tokens
     peak_rss_bytes: int | None = None  # the job process's measured peak resident memory
     started: str | None = None  # when this process started the job (ISO 8601, local time)
     threads: int | None = None  # torch threads the job ran with (run.threads, SLURM's CPUs, cores / joblib jobs)

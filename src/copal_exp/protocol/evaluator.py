@@ -51,7 +51,8 @@ class Evaluator:
         return ppl
 
     def cache_path(self, model_cfg: dict[str, Any]) -> Path:
-        """The dense cache entry: keyed by the model config, device, batch size and the exact evaluation tokens."""
+        """The dense cache entry: keyed by the model config (with its weights' fingerprint), device, batch size and
+        the exact evaluation tokens."""
         digest = hashlib.sha256(json.dumps({"model": model_cfg, "device": self.device, "batch": self.batch_size},
                                            sort_keys=True, default=str).encode())
         for name, split in self.data.items():
@@ -68,7 +69,11 @@ class Evaluator:
             return cached, f"hit: {cache}"
         ppl = self.round("dense")
         if cache is not None:
-            write_json(cache, {"dense_ppl": ppl, "model": model_cfg})
+            try:
+                write_json(cache, {"dense_ppl": ppl, "model": model_cfg})
+            except OSError as exc:  # a cache is a convenience: a read-only or full one never stops the job
+                log.warning("the dense-perplexity cache %s cannot be written (%s): the job goes on without it "
+                            "(run.dense_cache=false turns it off)", cache.parent, exc)
         return ppl, "computed"
 
 

@@ -4,14 +4,20 @@ folder (safetensors, config, tokenizer, a model card); ``verify`` reloads it and
 A method that only masks (``updates_weights = False``: magnitude, Wanda, COPAL) gives ``W_t = W ⊙ M_t``
 on the dense weights. A method that also changes the kept weights (SparseGPT) has them recomputed: the
 job's steps leading to that state are run again on the same calibration segments (the protocol is
-deterministic), and the recomputed masks must equal the recorded ones. The command is
-:mod:`copal_exp.cli.export`."""
+deterministic), and the recomputed masks must equal the recorded ones.
+
+Nothing of the user's is replaced: a non-empty target folder is refused unless ``force``, and then the
+export is written beside it and swapped in whole (what it did not write is gone, never mixed with it).
+``copal_exp.json`` lists the SHA-256 of every file written, so :func:`check` can verify an existing
+folder without writing anything. The command is :mod:`copal_exp.cli.export`."""
 
 from __future__ import annotations
 
 import json
 import logging
 import math
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +25,15 @@ import torch
 
 from copal_exp.errors import UserError
 from copal_exp.io.checkpoint import StateStore
+from copal_exp.io.identity import result_config, weights_fingerprint
 from copal_exp.io.results import read_results
+from copal_exp.io.storage import read_json, sha256_file, write_json
 from copal_exp.models.anatomy import (
     prunable_linears,
     set_weight_matrix,
     weight_matrix,
 )
+from copal_exp.protocol.jobdir import config_differences, unwritable
 from copal_exp.protocol.settings import Settings, validate
 from copal_exp.pruning.masks import unpack_mask
 
@@ -52,15 +61,29 @@ def pruned_model(job_dir: Path, order: int = 0, step: int | None = None) -> tupl
     if results["status"] in ("failed", "interrupted") and not results["permutations"]:
         raise UserError(f"{job_dir}: the job {results['status']} before computing any state "
                         f"({results.get('error') or 'no error recorded'}); re-run its command to compute them")
+    store = StateStore(job_dir)
+    if store.config is not None:  # results.json says what to rebuild; the states must be that configuration's
+        diff = config_differences(result_config(store.config), result_config(results["config"]))
+        if diff:
+            raise UserError(f"{job_dir}: its results.json and states/index.json record different configurations "
+                            f"({len(diff)} key(s): {'; '.join(diff[:3])}{' …' if len(diff) > 3 else ''}): results.json "
+                            "was edited or replaced, so no state of it can be trusted to match; nothing was exported")
     settings = validate(results["config"])
+    if not settings.method_class.prunes:
+        raise UserError(f"{job_dir}: method={settings.method} prunes nothing, so the job has no pruned state to "
+                        "export (the dense model is the one it loaded)")
     step = len(settings.datasets) - 1 if step is None else step
     chain = state_chain(settings, order, step)
-    record = StateStore(job_dir).load_record(chain[-1][1])
+    record = store.load_record(chain[-1][1])
     if record is None:
         raise UserError(f"{job_dir}: state {chain[-1][1]} was not computed (yet): run the job to completion first")
     model, tokenizer = load_model(settings.model)
     selection = settings.selection
     linears = prunable_linears(model, selection)
+    recorded = (store.inputs or {}).get("model")
+    if recorded is not None and weights_fingerprint({n: lin.weight.data for n, lin in linears.items()}) != recorded:
+        raise UserError(f"{job_dir}: the model {settings.model.name} loaded now has other weights than the job pruned "
+                        "(its fingerprint differs): the checkpoint changed since; nothing was exported")
     cls = settings.method_class
     if cls.updates_weights:  # recompute the weights: run the steps leading to the state again
         data, _ = load_job_data(settings, tokenizer)
@@ -107,17 +130,76 @@ Pruned by copal_exp (continual pruning, no training), state after the steps {cha
 """
 
 
-def export(job_dir: Path, out: Path, order: int = 0, step: int | None = None) -> dict[str, Any]:
+MANIFEST = "copal_exp.json"
+
+
+def check_target(out: Path, force: bool = False) -> None:
+    """Refuse a target that holds anything (unless ``force``) or cannot be written, before any model loads."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file: give the export a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        shown = ", ".join(sorted(p.name for p in out.iterdir())[:5])
+        raise UserError(f"{out} is not empty (it holds {shown}{' …' if len(list(out.iterdir())) > 5 else ''}): nothing "
+                        "was written. Give the export an empty or new folder, or add --force to replace that "
+                        "folder's content with the export (nothing else stays in it)")
+    blocked = unwritable(out.parent if out.is_dir() else out)
+    if blocked is not None:
+        raise UserError(f"{out}: {blocked} cannot be written; give the export a folder this user can write")
+
+
+def export(job_dir: Path, out: Path, order: int = 0, step: int | None = None, force: bool = False) -> dict[str, Any]:
+    """Write the state's model folder to ``out`` (refused when ``out`` holds anything, unless ``force``)."""
+    out = Path(out)
+    check_target(out, force)
     model, tokenizer, info = pruned_model(job_dir, order, step)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    if hasattr(tokenizer, "save_pretrained"):
-        tokenizer.save_pretrained(out)
-    (out / "README.md").write_text(model_card(info))
-    (out / "copal_exp.json").write_text(json.dumps({"job": str(job_dir), "state": list(info["chain"][-1][1]),
-                                                    "ppl": info["record"]["ppl"], "config": info["settings"].resolved},
-                                                   indent=2, default=str))
+    staging = out.with_name(f".{out.name}.export-{os.getpid()}")  # beside the target: one rename swaps it in
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging.mkdir(parents=True)
+        model.save_pretrained(staging)
+        if hasattr(tokenizer, "save_pretrained"):
+            tokenizer.save_pretrained(staging)
+        (staging / "README.md").write_text(model_card(info))
+        files = {str(p.relative_to(staging)): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+                 for p in sorted(staging.rglob("*")) if p.is_file()}
+        write_json(staging / MANIFEST, {"job": str(job_dir), "state": list(info["chain"][-1][1]),
+                                        "ppl": info["record"]["ppl"], "config": info["settings"].resolved,
+                                        "files": files})
+        if out.exists():  # --force: what the export did not write does not stay beside it
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return info
+
+
+def check(folder: Path) -> dict[str, float]:
+    """Verify an exported folder without writing to it: every file the export wrote is there, unchanged (its
+    SHA-256), nothing else was added, and the reloaded model gives the recorded perplexities."""
+    folder = Path(folder)
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        raise UserError(f"{folder}: no {MANIFEST} (not a folder written by python -m copal_exp.export)")
+    try:
+        meta = read_json(manifest, "Export the state again into a new folder.")
+    except Exception as exc:  # noqa: BLE001 - an edited or damaged manifest fails the check, in one line
+        raise UserError(f"{folder}: {exc}") from None
+    if "files" not in meta:
+        raise UserError(f"{folder}: {MANIFEST} lists no file checksums (exported by an older copal_exp): export "
+                        "the state again to check it")
+    problems = []
+    for name, expected in meta["files"].items():
+        path = folder / name
+        if not path.is_file():
+            problems.append(f"{name} is missing")
+        elif path.stat().st_size != expected["bytes"] or sha256_file(path) != expected["sha256"]:
+            problems.append(f"{name} differs from what the export wrote")
+    extra = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                   if p.is_file() and p.name != MANIFEST and str(p.relative_to(folder)) not in meta["files"])
+    problems += [f"{name} was not written by the export" for name in extra]
+    if problems:
+        raise UserError(f"{folder} fails the check: " + "; ".join(problems))
+    return verify(folder, {"settings": validate(meta["config"]), "record": {"ppl": meta["ppl"]}})
 
 
 def verify(out: Path, info: dict[str, Any]) -> dict[str, float]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from copal_exp.errors import JobInterrupted
+from copal_exp.errors import JobDirError, JobInterrupted
 from copal_exp.io.checkpoint import StateStore
 from copal_exp.io.paths import default_root
 from copal_exp.io.results import library_versions, write_results
@@ -20,12 +20,14 @@ from copal_exp.protocol.continual import export_state, load_state, model_identit
 from copal_exp.protocol.jobdir import (
     JobLock,
     check_configuration,
+    check_export_target,
     check_ownership,
     completed_results,
     earlier_results,
     offload_folder,
     remove_orphans,
     remove_temporary_files,
+    unwritable,
     write_hydra_files,
 )
 from copal_exp.protocol.launchers import sigterm_interrupts, torch_threads
@@ -45,8 +47,17 @@ def run_job(cfg: DictConfig, out_dir: str | Path, hydra_cfg: DictConfig | None =
     settings = validate(cfg)  # fails before any model is loaded
     check_context(settings, context_before_load(settings.model))
     out_dir = Path(out_dir)
-    launcher = dict(hydra_cfg.launcher) if hydra_cfg is not None and "launcher" in hydra_cfg else None
     check_ownership(out_dir, settings.data.root or default_root())  # before the lock file is written into it
+    blocked = unwritable(out_dir)
+    if blocked is not None:  # nothing can be recorded there: a finished job is reported, anything else refused
+        check_configuration(out_dir, settings.resolved, StateStore(out_dir).config if out_dir.is_dir() else None)
+        done = completed_results(out_dir) if out_dir.is_dir() else None
+        if done is not None:
+            log.info("%s already holds the complete results of this configuration: nothing to do", out_dir)
+            return done
+        raise JobDirError(f"the output directory {out_dir} cannot be written ({blocked} is read-only for this user): "
+                          "give the run a folder it can write (hydra.run.dir=... / hydra.sweep.dir=...)")
+    launcher = dict(hydra_cfg.launcher) if hydra_cfg is not None and "launcher" in hydra_cfg else None
     with JobLock(out_dir), sigterm_interrupts(), torch_threads(settings.run.threads, launcher):
         store = StateStore(out_dir)
         check_configuration(out_dir, settings.resolved, store.config)  # refuses before anything is written
@@ -67,6 +78,8 @@ def run_job(cfg: DictConfig, out_dir: str | Path, hydra_cfg: DictConfig | None =
         if done is not None:
             log.info("%s already holds the complete results of this configuration: nothing to do", out_dir)
             return done
+        if settings.state.export:
+            check_export_target(settings.state.export)  # before the model loads, not after the whole job
         return _run(settings, out_dir, store, hydra_cfg)
 
 

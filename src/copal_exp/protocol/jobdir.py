@@ -26,8 +26,8 @@ from typing import Any
 
 from copal_exp.errors import JobDirError, ResultsError
 from copal_exp.io.identity import result_config
-from copal_exp.io.results import RESULTS_FILE, read_results
 from copal_exp.io.offload import OWN_FILE
+from copal_exp.io.results import RESULTS_FILE, read_results
 from copal_exp.io.storage import tmp_target
 
 log = logging.getLogger(__name__)
@@ -161,6 +161,30 @@ def completed_results(job_dir: Path) -> dict[str, Any] | None:
     """The directory's results if they are complete (same configuration already checked), else ``None``."""
     results = earlier_results(job_dir)
     return results if results is not None and results.get("status") == "complete" else None
+
+
+def unwritable(path: str | Path) -> Path | None:
+    """The folder that stops ``path`` being written (itself, or its nearest existing ancestor when it does not
+    exist yet), or ``None`` when it can be written."""
+    folder = Path(path).expanduser().absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return None if os.access(folder, os.W_OK | os.X_OK) else folder
+
+
+def check_export_target(path: str | Path) -> None:
+    """``state.export`` before the job computes anything: a folder that can be written, and not one holding an
+    exported state already (an earlier export is never replaced without the user's word)."""
+    target = Path(path).expanduser()
+    if (target / "state.json").is_file():
+        raise JobDirError(f"state.export={path}: {target} already holds an exported state (state.json); nothing was "
+                          "changed. Give state.export another folder, or remove that one to replace it")
+    if target.is_file():
+        raise JobDirError(f"state.export={path}: {target} is a file; give state.export a folder")
+    blocked = unwritable(target)
+    if blocked is not None:
+        raise JobDirError(f"state.export={path}: {blocked} cannot be written; give state.export a folder this "
+                          "user can write")
 
 
 def remove_temporary_files(job_dir: Path) -> list[Path]:

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from copal_exp.data import DatasetSplits, load_dataset_splits
 from copal_exp.io.checkpoint import StateStore
+from copal_exp.io.identity import tokens_digest, weights_fingerprint
 from copal_exp.io.offload import Offloader, return_freed_memory
 from copal_exp.io.paths import default_root, token_cache_dir
 from copal_exp.metrics.records import metrics, permutation
@@ -83,10 +84,14 @@ class Experiment:
         self.results.update({"status": "running", "config": s.resolved, "datasets": s.datasets,
                              "data": {name: split.provenance for name, split in data.items()},
                              "seed": s.data.seed, "data_root": data_root})
+        self.results["inputs"] = inputs = job_inputs(data, self.cache.dense)
+        if self.store:
+            self.store.bind_inputs(inputs)  # refuses states computed on another file, tokenizer or model
         dense_ppl = self.store.load_dense() if self.store else None
         self.results["dense_cache"] = "job"
         if dense_ppl is None:
-            dense_ppl, self.results["dense_cache"] = evaluator.dense(s.resolved["model"], s.run.dense_cache)
+            dense_ppl, self.results["dense_cache"] = evaluator.dense({**s.resolved["model"], "weights": inputs["model"]},
+                                                                     s.run.dense_cache)
             if self.store:
                 self.store.save_dense(dense_ppl)
         self.results["dense_ppl"] = dense_ppl
@@ -181,6 +186,19 @@ class Experiment:
             out["sparsity"] = {"pattern": s.pattern.name, "target": s.pattern.ratio if prunes else 0.0,
                                **last.sparsity}
         return out
+
+
+def job_inputs(data: dict[str, DatasetSplits], dense: dict[str, Any]) -> dict[str, Any]:
+    """What a job's states are computed from: the dense weights' fingerprint and, per dataset, a digest of the
+    calibration segments and evaluation windows (text and tokenizer together) with the file each came from."""
+    def role(tokens, provenance):
+        return {"tokens": tokens_digest(tokens), "location": (provenance or {}).get("location")}
+
+    return {"model": weights_fingerprint(dense),
+            "data": {name: {"evaluation": role(split.evaluation, split.provenance.get("evaluation")),
+                            **({"calibration": role(split.calibration, split.provenance["calibration"])}
+                               if "calibration" in split.provenance else {})}
+                     for name, split in data.items()}}
 
 
 def load_job_data(s: Settings, tokenizer) -> tuple[dict[str, DatasetSplits], str | None]:
