@@ -23,11 +23,11 @@ from typing import Any
 
 import torch
 
-from copal_exp.errors import UserError
+from copal_exp.errors import IntegrityError, UserError
 from copal_exp.io.checkpoint import StateStore
 from copal_exp.io.identity import result_config, weights_fingerprint
 from copal_exp.io.results import read_results
-from copal_exp.io.storage import read_json, sha256_file, write_json
+from copal_exp.io.storage import read_json, sha256_file, verify_file, write_json
 from copal_exp.models.anatomy import (
     prunable_linears,
     set_weight_matrix,
@@ -189,11 +189,10 @@ def check(folder: Path) -> dict[str, float]:
                         "the state again to check it")
     problems = []
     for name, expected in meta["files"].items():
-        path = folder / name
-        if not path.is_file():
-            problems.append(f"{name} is missing")
-        elif path.stat().st_size != expected["bytes"] or sha256_file(path) != expected["sha256"]:
-            problems.append(f"{name} differs from what the export wrote")
+        try:
+            verify_file(folder / name, expected, "")
+        except IntegrityError as exc:
+            problems.append(str(exc).strip())
     extra = sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
                    if p.is_file() and p.name != MANIFEST and str(p.relative_to(folder)) not in meta["files"])
     problems += [f"{name} was not written by the export" for name in extra]

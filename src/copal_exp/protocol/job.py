@@ -51,9 +51,7 @@ def run_job(cfg: DictConfig, out_dir: str | Path, hydra_cfg: DictConfig | None =
     blocked = unwritable(out_dir)
     if blocked is not None:  # nothing can be recorded there: a finished job is reported, anything else refused
         check_configuration(out_dir, settings.resolved, StateStore(out_dir).config if out_dir.is_dir() else None)
-        done = completed_results(out_dir) if out_dir.is_dir() else None
-        if done is not None:
-            log.info("%s already holds the complete results of this configuration: nothing to do", out_dir)
+        if out_dir.is_dir() and (done := _already_done(out_dir)) is not None:
             return done
         raise JobDirError(f"the output directory {out_dir} cannot be written ({blocked} is read-only for this user): "
                           "give the run a folder it can write (hydra.run.dir=... / hydra.sweep.dir=...)")
@@ -74,13 +72,19 @@ def run_job(cfg: DictConfig, out_dir: str | Path, hydra_cfg: DictConfig | None =
         if removed:
             log.info("removed %d file(s) left by an interrupted run: %s", len(removed),
                      ", ".join(str(p) for p in removed[:5]) + (" …" if len(removed) > 5 else ""))
-        done = completed_results(out_dir)
-        if done is not None:
-            log.info("%s already holds the complete results of this configuration: nothing to do", out_dir)
+        if (done := _already_done(out_dir)) is not None:
             return done
         if settings.state.export:
             check_export_target(settings.state.export)  # before the model loads, not after the whole job
         return _run(settings, out_dir, store, hydra_cfg)
+
+
+def _already_done(out_dir: Path) -> dict | None:
+    """The directory's complete results of this (already checked) configuration, logged as nothing to do."""
+    done = completed_results(out_dir)
+    if done is not None:
+        log.info("%s already holds the complete results of this configuration: nothing to do", out_dir)
+    return done
 
 
 def _run(settings: Settings, out_dir: Path, store: StateStore, hydra_cfg=None) -> dict:
