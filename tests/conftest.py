@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -71,3 +73,25 @@ def _fresh_wandb_state():
     yield
     tracking._disabled = None
     tracking._reachable.clear()
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    """Make ``folder`` unwritable for this process as a read-only share would be: its mode bits, or for root
+    (whom mode bits do not stop) the immutable attribute. Restored on exit."""
+    folder = Path(folder)
+    if os.geteuid() != 0:
+        mode = folder.stat().st_mode
+        folder.chmod(0o555)
+        try:
+            yield folder
+        finally:
+            folder.chmod(mode)
+        return
+    made = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.fail(f"cannot make {folder} read-only for root on this machine (chattr: {made.stderr.strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)

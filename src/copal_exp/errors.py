@@ -52,3 +52,12 @@ class JobInterrupted(KeyboardInterrupt):
         self.signum = signum
         self.signal_name = signal.Signals(signum).name
         super().__init__(f"received {self.signal_name}")
+
+
+def fail(message: str):
+    """End a command on a user error: ``Error: message`` as one line on stderr, exit status 2 (as every
+    copal_exp command does)."""
+    import sys
+
+    print(f"Error: {message}", file=sys.stderr)
+    sys.exit(2)

@@ -45,8 +45,10 @@ def test_every_format_splits_every_fifth_document_off_without_overlap(tmp_path, 
 
 def test_a_job_on_a_built_in_and_an_own_domain(tmp_path, data_root):
     write_all(tmp_path)
+    other = [d.replace("court", "tribunal") for d in DOCS]  # calibration text the evaluation folder does not hold
+    (tmp_path / "other.txt").write_text("\n\n".join(other))
     results = run_job(compose([*TINY, f"data.root={data_root}", "method=wanda", "order=all_perms",
-                               "datasets=[ptb,legal]", f"+data.sources.legal.calibration={tmp_path / 'legal.txt'}",
+                               "datasets=[ptb,legal]", f"+data.sources.legal.calibration={tmp_path / 'other.txt'}",
                                f"+data.sources.legal.evaluation={tmp_path / 'folder'}"]), tmp_path / "job")
     assert results["status"] == "complete" and len(results["permutations"]) == 2
     legal = results["data"]["legal"]

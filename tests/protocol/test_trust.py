@@ -117,3 +117,96 @@ def test_resume_on_a_replaced_corpus_is_refused_and_exports_never_replace_anythi
     with pytest.raises(JobDirError, match="already holds an exported state"):
         run_job(job(data_root, "method=copal", "order=given", f"state.export={state}"), tmp_path / "job2")
     assert (state / "state.json").read_text() == "{}"
+
+
+# ------------------------------------------------------------------ 6. nothing silently left out of a report
+def test_every_job_a_sweep_launched_is_reported_or_listed_with_its_reason(tmp_path, data_root, monkeypatch, capsys):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from conftest import read_only
+
+    from copal_exp.cli import report
+    from copal_exp.reporting import runs, wandb_view
+
+    sweep = tmp_path / "sweep"
+    # job 0 runs, job 1 is refused by validation, job 2 runs; then job 2's folder is lost (a sweep killed
+    # before it started leaves the same)
+    proc = subprocess.run([sys.executable, "-m", "copal_exp", "-m", *TINY, "method=wanda", "order=given",
+                           "sparsity.ratio=0.5,1.5,0.6", f"hydra.sweep.dir={sweep}"], capture_output=True, text=True,
+                          env={**os.environ, "COPAL_DATA_DIR": str(data_root)}, timeout=600)
+    assert proc.returncode != 0 and (sweep / "0" / "results.json").is_file()
+    shutil.rmtree(sweep / "2")
+    (sweep / "extra" / "job").mkdir(parents=True)  # a folder the walk cannot open
+    scandir = os.scandir
+
+    def refusing(path="."):
+        if str(path).endswith("extra"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    skipped = []
+    (done,) = runs.collect(sweep, skipped=skipped)
+    reasons = dict(skipped)
+    assert done["_path"] == str(sweep / "0")
+    assert "refused before it computed anything" in reasons[str(sweep / "1")]
+    assert "sparsity.ratio" in reasons[str(sweep / "1")]
+    assert "never started" in reasons[str(sweep / "2")] and "sparsity.ratio=0.6" in reasons[str(sweep / "2")]
+    assert "cannot be read (Permission denied)" in reasons[str(sweep / "extra")]
+    # a read-only sweep still prints its table, writes nothing, and says so; --out writes the files elsewhere
+    with read_only(sweep):
+        report.main([str(sweep)])
+        printed = capsys.readouterr()
+        assert "wanda" in printed.out and "skipped 3 job(s)" in printed.out
+        assert "cannot be written: the table is printed only" in printed.err
+        assert not (sweep / "report.md").exists()
+        report.main([str(sweep), "--out", str(tmp_path / "tables")])
+        assert "never started" in (tmp_path / "tables" / "report.md").read_text()
+        assert (tmp_path / "tables" / "ppl_matrices.png").is_file()
+        # the W&B view says which jobs it leaves out
+        wandb_view.main([str(sweep), "--out", str(tmp_path / "view")])
+    view = json.loads((tmp_path / "view" / "wandb_view.json").read_text())
+    assert view["runs"] == 1 and {o["job"] for o in view["omitted"]} == set(reasons)
+    assert f"omitted {sweep / '1'}: refused" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ 7. custom corpora read as the user meant
+def test_own_corpora_are_read_as_meant_listed_and_never_scored_on_their_calibration_text(tmp_path, data_root, caplog):
+    import gzip
+
+    from copal_exp.data.custom import load_custom
+    from copal_exp.errors import ConfigError, DataError
+    from copal_exp.protocol.settings import validate
+
+    docs = [f"Ruling {i}: the appeal of party {i} is dismissed with costs." for i in range(20)]
+    folder = tmp_path / "corpus"
+    (folder / ".git").mkdir(parents=True)
+    (folder / ".git" / "notes.txt").write_text("not a document")
+    (folder / ".draft.txt.swp").write_text("not a document")
+    (folder / "a.jsonl.gz").write_bytes(gzip.compress("".join(json.dumps({"text": d}) + "\n" for d in docs[:10]).encode()))
+    (folder / "b.csv").write_text("id,text\n" + "".join(f'{i},"{d}"\n' for i, d in enumerate(docs[10:], 10)))
+    (folder / "scan.pdf").write_bytes(b"%PDF-1.4")
+    evaluation = load_custom("legal", "evaluation", {"path": str(folder)})
+    assert evaluation.rows == [docs[i] for i in (4, 9, 14, 19)]  # the gzip'd JSON lines and the CSV's text column
+    record = evaluation.provenance
+    assert record["read"] == ["a.jsonl.gz", "b.csv"]
+    assert {s["file"]: s["why"] for s in record["skipped"]} == {
+        ".draft.txt.swp": "hidden", ".git/notes.txt": "hidden", "scan.pdf": "suffix '.pdf' is not a known format"}
+    assert "skipped 3 file(s)" in caplog.text
+    # a file of an unknown format is refused, naming the allowed suffixes, before anything loads
+    (tmp_path / "rulings.docx").write_bytes(b"PK")
+    with pytest.raises(ConfigError, match=r"path=.*rulings.docx: format auto does not know the suffix '.docx'; "
+                                          r"allowed suffixes: .txt, .*\.jsonl\.gz"):
+        validate(compose(["datasets=[ptb,legal]", f"+data.sources.legal.path={tmp_path / 'rulings.docx'}"]))
+    # calibration and evaluation as one file, or sharing documents, is refused
+    (tmp_path / "cal.txt").write_text("\n\n".join(docs[:15]))
+    (tmp_path / "ev.txt").write_text("\n\n".join(docs[12:]))
+    with pytest.raises(ConfigError, match="calibration= and evaluation= are the same file"):
+        validate(compose(["datasets=[ptb,legal]", f"+data.sources.legal.calibration={tmp_path / 'cal.txt'}",
+                          f"+data.sources.legal.evaluation={tmp_path / 'cal.txt'}"]))
+    shared = [f"+data.sources.legal.calibration={tmp_path / 'cal.txt'}", f"+data.sources.legal.evaluation={tmp_path / 'ev.txt'}"]
+    with pytest.raises(DataError, match="3 of the 8 evaluation documents .* also occur in the calibration part"):
+        run_job(job(data_root, "method=wanda", "order=given", "datasets=[ptb,legal]", *shared), tmp_path / "job")

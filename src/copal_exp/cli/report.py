@@ -3,7 +3,8 @@
 Reads every ``results.json`` under the directory (a multirun sweep, or any folder of jobs), prints a
 Markdown table of a-bwt, m-bwt, a-ppl, m-ppl per method (``WS`` where the masks never changed after
 step 1, as in the paper's Table 1), writes it as Markdown, CSV and LaTeX, and draws the perplexity
-matrices as a heatmap PNG.
+matrices as a heatmap PNG — into the sweep directory, or into ``--out DIR``. On a sweep that cannot be
+written (a read-only share, another user's folder) without ``--out`` the table is still printed.
 """
 
 from __future__ import annotations
@@ -12,16 +13,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from copal_exp.errors import fail
 from copal_exp.io.results import RESULTS_FILE
+from copal_exp.protocol.jobdir import unwritable
 from copal_exp.reporting.figures import FIGURES, bwt_curve, heatmaps
 from copal_exp.reporting.runs import collect
 from copal_exp.reporting.tables import TABLES, write_table
-
-
-def fail(message: str) -> None:
-    """A user error: one line on stderr, exit status 2 (as every copal_exp command)."""
-    print(f"Error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,6 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kind", default="comparison", choices=[*TABLES, *FIGURES],
                         help="which table or figure of the paper to build (default: the comparison table + heatmap)")
     parser.add_argument("--no-figures", action="store_true", help="skip the heatmap PNG")
+    parser.add_argument("--out", type=Path, help="where to write the table and figure files (default: the sweep directory)")
     args = parser.parse_args(argv)
     if not args.sweep.exists():
         fail(f"{args.sweep}: no such directory (give a sweep or job directory holding {RESULTS_FILE} files)")
@@ -43,19 +41,30 @@ def main(argv: list[str] | None = None) -> None:
             print(f"  {where}: {why}")
     if not runs:
         fail(f"no complete {RESULTS_FILE} under {args.sweep}")
+    out = args.out or args.sweep
+    blocked = unwritable(out)
+    if blocked is not None and args.out is not None:
+        fail(f"--out {args.out}: {blocked} cannot be written; give a folder you can write")
+    if blocked is None:
+        out.mkdir(parents=True, exist_ok=True)
+    else:
+        out = None
     if args.kind in FIGURES:
         x_key, x_label = FIGURES[args.kind]
-        frame, png = bwt_curve(runs, x_key, x_label, args.sweep / f"{args.kind}.png")
-        print(write_table(frame, args.sweep, args.kind, skipped, runs))
-        print(f"figure: {png}")
-        return
-    name = "report" if args.kind == "comparison" else args.kind
-    print(write_table(TABLES[args.kind](runs), args.sweep, name, skipped, runs))
-    if args.kind == "table2":
-        print("'paper LLaMA-7B' columns: the COPAL paper's Table 2, LLaMA-7B (global-init baselines), not this sweep's model")
-    if args.kind == "comparison" and not args.no_figures:
-        print(f"heatmap: {heatmaps(runs, args.sweep / 'ppl_matrices.png')}")
-
+        frame, png = bwt_curve(runs, x_key, x_label, out / f"{args.kind}.png" if out else None)
+        print(write_table(frame, out, args.kind, skipped, runs))
+        if png:
+            print(f"figure: {png}")
+    else:
+        name = "report" if args.kind == "comparison" else args.kind
+        print(write_table(TABLES[args.kind](runs), out, name, skipped, runs))
+        if args.kind == "table2":
+            print("'paper LLaMA-7B' columns: the COPAL paper's Table 2, LLaMA-7B (global-init baselines), not this sweep's model")
+        if args.kind == "comparison" and not args.no_figures and out:
+            print(f"heatmap: {heatmaps(runs, out / 'ppl_matrices.png')}")
+    if out is None:
+        print(f"{blocked} cannot be written: the table is printed only (give --out DIR to write its files)",
+              file=sys.stderr)
 
 if __name__ == "__main__":
     main()

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from copal_exp.data.custom import check_overlap
 from copal_exp.data.demo_suite import DEMO_DATASETS
 from copal_exp.data.sources import TextSource, load_text
 from copal_exp.data.tokens import encode, encode_cached
@@ -133,6 +134,8 @@ def load_dataset_splits(dataset: str, tokenizer, *, root, nsamples: int, seqlen:
     calibration = torch.empty(0, seqlen, dtype=torch.long)
     if with_calibration:
         source = load_text(dataset, "calibration", root, hub_overrides, use_hub, demo_root, custom)
+        if custom and dataset in custom:
+            check_overlap(dataset, source, evaluation)
         calibration = calibration_segments(source, dataset, tokenizer, nsamples, body, seed, token_cache)
         provenance["calibration"] = source.provenance
     if bos == "window":

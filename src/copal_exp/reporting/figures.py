@@ -12,8 +12,10 @@ from copal_exp.reporting.runs import job_label, prunes, run_label
 from copal_exp.reporting.tables import swept_keys
 
 
-def bwt_curve(runs: list[dict[str, Any]], x_key: str, x_label: str, path: Path) -> tuple[pd.DataFrame, Path]:
-    """Mean and max BWT per method against a swept setting (paper Figures 1 and 3)."""
+def bwt_curve(runs: list[dict[str, Any]], x_key: str, x_label: str,
+              path: Path | None) -> tuple[pd.DataFrame, Path | None]:
+    """Mean and max BWT per method against a swept setting (paper Figures 1 and 3); the figure is drawn to
+    ``path`` (not at all when ``path`` is ``None``: the table alone)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -26,6 +28,8 @@ def bwt_curve(runs: list[dict[str, Any]], x_key: str, x_label: str, path: Path) 
         x = r["config"]["sparsity"].get("ratio") if x_key == "ratio" else r["config"]["data"]["nsamples"]
         rows.append({"method": run_label(r), x_key: x, "a_bwt": r["summary"]["a_bwt"], "m_bwt": r["summary"]["m_bwt"]})
     frame = pd.DataFrame(rows).sort_values(["method", x_key]).reset_index(drop=True)
+    if path is None:
+        return frame, None
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for method, part in frame.groupby("method"):
         axes[0].plot(part[x_key], part["a_bwt"], marker="o", label=method)

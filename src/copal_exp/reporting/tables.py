@@ -233,13 +233,16 @@ def description(runs: list[dict[str, Any]]) -> list[str]:
             f"code: {_values(runs, code)}"]
 
 
-def write_table(frame: pd.DataFrame, sweep: Path, name: str, skipped: list[tuple[str, str]] = (),
+def write_table(frame: pd.DataFrame, sweep: Path | None, name: str, skipped: list[tuple[str, str]] = (),
                 runs: list[dict[str, Any]] = ()) -> str:
-    """Write ``frame`` as ``<name>.md`` (opening with what it compares, closing with the jobs left out),
-    ``<name>.tex`` (the same opening as comments) and ``<name>.csv``; return the Markdown."""
+    """Write ``frame`` into the folder ``sweep`` as ``<name>.md`` (opening with what it compares, closing with
+    the jobs left out), ``<name>.tex`` (the same opening as comments) and ``<name>.csv``; return the Markdown
+    (only that when ``sweep`` is ``None``)."""
     about = description(list(runs)) if runs else []
     md = "\n".join(f"- {line}" for line in about) + ("\n\n" if about else "") + to_markdown(frame)
     note = "".join(f"\n- skipped {where}: {why}" for where, why in skipped)
+    if sweep is None:
+        return md
     (sweep / f"{name}.md").write_text(md + ("\n\nJobs not in this table:" + note if note else "") + "\n")
     (sweep / f"{name}.tex").write_text("".join(f"% {line}\n" for line in about) + to_latex(frame) + "\n")
     frame.to_csv(sweep / f"{name}.csv", index=False)

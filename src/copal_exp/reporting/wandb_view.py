@@ -7,7 +7,9 @@ that differ between its jobs (run-comparer columns; W&B flattens the config with
 side, one line plot per dataset order with each dataset's perplexity against that order's own step
 axis (``perm<k>/step``), and the ``ppl_matrices`` table. ``--upload`` (needs the
 ``wandb-workspaces`` package and a W&B login) saves it as a report in the project; offline runs
-must be synced first (``wandb sync SWEEP_DIR/*/wandb/offline-run-*``).
+must be synced first (``wandb sync SWEEP_DIR/*/wandb/offline-run-*``). Jobs the view leaves out (failed,
+interrupted, refused, unreadable: see ``copal_exp.reporting.runs.collect``) are listed under ``omitted``, in
+the report's description and on the console.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from copal_exp.errors import fail
+from copal_exp.protocol.jobdir import unwritable
 from copal_exp.protocol.tracking import wandb_group
 from copal_exp.reporting.runs import collect, model_name
 from copal_exp.reporting.tables import swept_keys
@@ -31,9 +35,10 @@ def run_group(results: dict[str, Any]) -> str:
 
 
 def view_definition(sweep: Path, project: str | None = None, entity: str | None = None) -> dict[str, Any]:
-    runs = collect(sweep, merge=False)
+    omitted: list[tuple[str, str]] = []
+    runs = collect(sweep, merge=False, skipped=omitted)
     if not runs:
-        raise SystemExit(f"{sweep}: no finished job to compare")
+        fail(f"{sweep}: no finished job to compare" + "".join(f"; omitted {w}: {why}" for w, why in omitted))
     datasets = list(runs[0]["datasets"])
     orders = max(len(r["permutations"]) for r in runs)
     logger = runs[0]["config"].get("logger") or {}
@@ -48,12 +53,17 @@ def view_definition(sweep: Path, project: str | None = None, entity: str | None 
     return {"format": "copal_exp.reporting.wandb_view/1", "title": f"copal_exp · {sweep.name}",
             "project": project or logger.get("project") or "copal_exp", "entity": entity or logger.get("entity"),
             "groups": sorted({run_group(r) for r in runs}), "runs": len(runs), "datasets": datasets,
-            "swept_keys": swept, "panels": panels}
+            "swept_keys": swept, "panels": panels,
+            "omitted": [{"job": where, "reason": why} for where, why in omitted]}
 
 
-def write_view(sweep: Path, project: str | None = None, entity: str | None = None) -> Path:
-    path = Path(sweep) / VIEW_FILE
-    path.write_text(json.dumps(view_definition(Path(sweep), project, entity), indent=2))
+def write_view(sweep: Path, project: str | None = None, entity: str | None = None,
+               out: Path | None = None) -> Path:
+    """Write the view definition to ``out`` (a folder; default ``sweep``) and return its path."""
+    view = view_definition(Path(sweep), project, entity)
+    path = Path(out or sweep) / VIEW_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(view, indent=2))
     return path
 
 
@@ -77,7 +87,8 @@ def build_report(view: dict[str, Any]):
         elif panel["type"] == "run_comparer":
             panels.append(wr.RunComparer(diff_only="split"))
     return wr.Report(project=view["project"], entity=view["entity"] or "", title=view["title"],
-                     description=f"{view['runs']} jobs; groups {view['groups']}; swept {view['swept_keys']}",
+                     description=f"{view['runs']} jobs; groups {view['groups']}; swept {view['swept_keys']}"
+                                 + "".join(f"; omitted {o['job']}: {o['reason']}" for o in view.get("omitted", [])),
                      blocks=[wr.PanelGrid(runsets=[runset], panels=panels)])
 
 
@@ -87,9 +98,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--project")
     parser.add_argument("--entity")
     parser.add_argument("--upload", action="store_true", help="save the report to W&B (wandb-workspaces, online)")
+    parser.add_argument("--out", type=Path, help=f"folder for {VIEW_FILE} (default: the sweep directory)")
     args = parser.parse_args(argv)
-    path = write_view(args.sweep, args.project, args.entity)
-    print(f"W&B view written to {path}")
+    if not args.sweep.is_dir():
+        fail(f"{args.sweep}: no such directory (give a sweep or job directory holding results.json files)")
+    blocked = unwritable(args.out or args.sweep)
+    if blocked is not None:
+        fail(f"{blocked} cannot be written: give --out DIR for {VIEW_FILE}")
+    path = write_view(args.sweep, args.project, args.entity, args.out)
+    view = json.loads(path.read_text())
+    for omitted in view["omitted"]:
+        print(f"omitted {omitted['job']}: {omitted['reason']}")
+    print(f"W&B view written to {path}: {view['runs']} job(s)" + (f", {len(view['omitted'])} omitted" if view["omitted"] else ""))
     if args.upload:
         report = build_report(json.loads(path.read_text()))
         report.save()
