@@ -90,6 +90,9 @@ def test_unknown_key_is_rejected():
     (["run.planner=maybe"], "run.planner='maybe': allowed values are true, false"),
     (["model.dtype=half"], "model.dtype='half': allowed values are ('auto', 'float32', 'float16', 'bfloat16')"),
     (["model=hf"], "model.name_or_path='???': model=hf needs"),
+    (["model=hf", "model.name_or_path=/no/such/model"], "model.name_or_path=/no/such/model: no such local folder"),
+    (["model=hf", "model.name_or_path=./ckpt/llama"], "model.name_or_path=./ckpt/llama: no such local folder"),
+    (["model=hf", "model.name_or_path=/tmp"], "model.name_or_path=/tmp: the folder holds no config.json"),
     (["data.root=/no/such/dir"], "data.root=/no/such/dir: no such directory"),
 ])
 def test_bad_values_fail_with_the_key(overrides, message):

@@ -3,6 +3,7 @@ inputs are never mixed, and every failure leaves a directory the same command ca
 root cause; damaged folders are built in ``tmp_path``."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -210,3 +211,47 @@ def test_own_corpora_are_read_as_meant_listed_and_never_scored_on_their_calibrat
     shared = [f"+data.sources.legal.calibration={tmp_path / 'cal.txt'}", f"+data.sources.legal.evaluation={tmp_path / 'ev.txt'}"]
     with pytest.raises(DataError, match="3 of the 8 evaluation documents .* also occur in the calibration part"):
         run_job(job(data_root, "method=wanda", "order=given", "datasets=[ptb,legal]", *shared), tmp_path / "job")
+
+
+# ------------------------------------------------------------------ 10. calibration size checked for every dataset
+def test_c4_with_far_more_segments_than_documents_is_refused_before_the_model(tmp_path, data_root, monkeypatch):
+    import copal_exp.models.loading
+    from copal_exp.errors import DataError
+
+    monkeypatch.setattr(copal_exp.models.loading, "load_model", lambda *a, **k: pytest.fail("the model was loaded"))
+    with pytest.raises(DataError, match=r"data.nsamples=5000 segments of data.seqlen=32 tokens, but at most \d+ of the "
+                                        r"1000 documents in .*first1000.jsonl are long enough.*lower data.nsamples"):
+        run_job(job(data_root, "datasets=[c4]", "data.nsamples=5000"), tmp_path / "job")
+
+
+# ------------------------------------------------------------------ 8/9. read-only folders: one line, nothing lost
+def test_read_only_folders_give_one_line_and_a_cache_that_cannot_be_written_is_a_warning(tmp_path, data_root):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import read_only
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    env = {**os.environ, "COPAL_DATA_DIR": str(data_root), "COPAL_CACHE_DIR": str(cache)}
+
+    def launch(folder):
+        return subprocess.run([sys.executable, "-m", "copal_exp", *TINY, "method=wanda", "order=given",
+                               f"hydra.run.dir={folder}"], capture_output=True, text=True, env=env, timeout=600)
+
+    (cache / "dense").mkdir()
+    with read_only(cache / "dense"):  # an empty cache that cannot be written: the job runs without it, and says so
+        done = launch(tmp_path / "job")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(r"dense-perplexity cache .* cannot be written \((Operation not permitted|Permission denied)\): the job goes on", done.stdout)
+    assert "Traceback" not in done.stderr
+    assert json.loads((tmp_path / "job" / "results.json").read_text())["status"] == "complete"
+    with read_only(tmp_path / "job"):  # finished and read-only: reported, exit 0, nothing written
+        again = launch(tmp_path / "job")
+    assert again.returncode == 0 and "nothing to do" in again.stderr + again.stdout, again.stderr[-2000:]
+    (tmp_path / "fresh").mkdir()
+    with read_only(tmp_path / "fresh"):  # anything else: one line naming the folder, exit 2
+        refused = launch(tmp_path / "fresh")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert f"Error: the output directory {tmp_path / 'fresh'} cannot be written" in refused.stderr

@@ -47,6 +47,13 @@ def calibration_segments(source: TextSource, dataset: str, tokenizer, nsamples: 
         # a document can tokenise to more than seqlen tokens only if it has more than seqlen - 2 UTF-8 bytes
         # (a token spans at least one byte; BOS/EOS may be added): count the candidates before drawing
         candidates = {i for i, row in enumerate(source.rows) if len(row.encode("utf-8")) + 2 > seqlen}
+        if candidates and nsamples > len(candidates):
+            # SparseGPT's recipe cuts one segment per drawn document; far more segments than documents that can
+            # hold one would draw the same few documents over and over (for minutes, memory climbing)
+            raise DataError(f"c4 calibration split: data.nsamples={nsamples} segments of data.seqlen={seqlen} tokens, "
+                            f"but at most {len(candidates)} of the {len(source.rows)} documents in {where} are long "
+                            f"enough to hold one: lower data.nsamples (to {len(candidates)} or fewer) or data.seqlen, "
+                            "or give data.root a fuller C4 shard")
         lengths: dict[int, torch.Tensor] = {}  # token ids of every document drawn so far (same draws, no re-tokenising)
         too_short = 0
         for _ in range(nsamples):

@@ -57,7 +57,7 @@ def encode_cached(tokenizer, text: str, label: str, cache_dir: Path | None) -> t
         save_torch({"ids": stored, "sha256": _ids_digest(stored)}, path)
     except OSError as exc:  # a cache is a convenience: a read-only or full one never stops the job
         log.warning("the token cache %s cannot be written (%s): going on without it (data.token_cache=false "
-                    "turns it off)", path.parent, exc)
+                    "turns it off)", path.parent, getattr(exc, "problem", None) or exc)
     return ids
 
 

@@ -70,7 +70,9 @@ FINGERPRINT_ELEMENTS = 1 << 16
 
 def weights_fingerprint(weights: dict[str, Any]) -> str:
     """SHA-256 over every layer's name, shape, dtype and an even stride of its elements (the dense weights a
-    job starts from): the model identity a job directory's states are tied to."""
+    job starts from): the model identity a job directory's states are tied to, checked on every resume and
+    export, so it reads a strided sample rather than every byte. An exported continual state, which travels to
+    other machines and jobs, carries the full SHA-256 instead (``protocol.continual.model_identity``)."""
     digest = hashlib.sha256()
     for name, weight in weights.items():
         flat = weight.detach().reshape(-1)

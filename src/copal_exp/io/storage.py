@@ -75,9 +75,11 @@ def storage_error(path: Path, exc: OSError) -> StorageError:
         problem = "no space left on the device (or disk quota exceeded)"
     else:
         problem = exc.strerror or str(exc)
-    return StorageError(f"cannot write {path}: {problem}. The previous version of the file, if any, is unchanged "
-                        "and no temporary file was left; free space (or set another output directory) and re-run: "
-                        "the job resumes from its last saved state")
+    error = StorageError(f"cannot write {path}: {problem}. The previous version of the file, if any, is unchanged "
+                         "and no temporary file was left; free space (or set another output directory) and re-run: "
+                         "the job resumes from its last saved state")
+    error.problem = problem  # the cause alone, for callers that go on without the file (caches)
+    return error
 
 
 @contextmanager

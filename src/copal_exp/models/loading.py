@@ -97,6 +97,13 @@ class HubModelConfig(ModelConfig):
     revision: Optional[str] = key(None, "a branch, tag or commit of the Hub repository")
 
 
+def looks_local(name_or_path: str) -> bool:
+    """A path, not a Hugging Face id (``ORG/NAME`` or ``NAME``): absolute, relative with ``./``/``../``, ``~``, a
+    Windows drive, or more than one ``/``."""
+    return (name_or_path.startswith(("/", "./", "../", "~", ".\\")) or name_or_path.count("/") > 1
+            or (len(name_or_path) > 1 and name_or_path[1] == ":"))
+
+
 @model_source("hub")
 class HubSource(ModelSource):
     config = HubModelConfig
@@ -106,6 +113,15 @@ class HubSource(ModelSource):
         if cfg.name_or_path in ("", "???"):
             raise ConfigError(f"model.name_or_path={cfg.name_or_path!r}: model={cfg.name} needs the model to load, "
                               "e.g. model.name_or_path=meta-llama/Llama-3.2-1B (a Hugging Face id) or a local folder")
+        where = str(cfg.name_or_path)
+        path = Path(where).expanduser()
+        if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise ConfigError(f"model.name_or_path={where}: the folder holds no config.json, so it is not a saved "
+                                  "Hugging Face model (save one with model.save_pretrained, or give a Hub id)")
+        elif looks_local(where):
+            raise ConfigError(f"model.name_or_path={where}: no such local folder ({path.absolute()}); a Hugging Face id "
+                              "is written ORG/NAME, without a leading /, ./, ../ or ~")
 
     @classmethod
     def revision(cls, cfg: HubModelConfig) -> str | None:

@@ -73,7 +73,7 @@ class Evaluator:
                 write_json(cache, {"dense_ppl": ppl, "model": model_cfg})
             except OSError as exc:  # a cache is a convenience: a read-only or full one never stops the job
                 log.warning("the dense-perplexity cache %s cannot be written (%s): the job goes on without it "
-                            "(run.dense_cache=false turns it off)", cache.parent, exc)
+                            "(run.dense_cache=false turns it off)", cache.parent, getattr(exc, "problem", None) or exc)
         return ppl, "computed"
 
 
