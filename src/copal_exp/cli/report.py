@@ -16,7 +16,7 @@ from pathlib import Path
 from copal_exp.errors import fail
 from copal_exp.io.results import RESULTS_FILE
 from copal_exp.protocol.jobdir import unwritable
-from copal_exp.reporting.figures import FIGURES, bwt_curve, heatmaps
+from copal_exp.reporting.figures import FIGURES, bwt_curve, heatmaps, zeroshot_curves
 from copal_exp.reporting.runs import collect
 from copal_exp.reporting.tables import TABLES, write_table
 
@@ -57,11 +57,16 @@ def main(argv: list[str] | None = None) -> None:
             print(f"figure: {png}")
     else:
         name = "report" if args.kind == "comparison" else args.kind
-        print(write_table(TABLES[args.kind](runs), out, name, skipped, runs))
+        frame = TABLES[args.kind](runs)
+        if frame.empty and args.kind == "zeroshot":
+            fail(f"no job under {args.sweep} scored zero-shot tasks: run the jobs with eval.tasks=wanda7 (or a list)")
+        print(write_table(frame, out, name, skipped, runs))
         if args.kind == "table2":
             print("'paper LLaMA-7B' columns: the COPAL paper's Table 2, LLaMA-7B (global-init baselines), not this sweep's model")
         if args.kind == "comparison" and not args.no_figures and out:
             print(f"heatmap: {heatmaps(runs, out / 'ppl_matrices.png')}")
+        if args.kind == "zeroshot" and not args.no_figures and out:
+            print(f"figure: {zeroshot_curves(runs, out / 'zeroshot.png')}")
     if out is None:
         print(f"{blocked} cannot be written: the table is printed only (give --out DIR to write its files)",
               file=sys.stderr)

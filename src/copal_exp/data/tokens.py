@@ -24,6 +24,32 @@ class ByteTokenizer:
         return list(text.encode("utf-8"))
 
 
+def _byte_symbols() -> dict[int, str]:
+    """GPT-2's printable stand-in character for every byte (the byte-level BPE alphabet)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    symbols, extra = {b: chr(b) for b in printable}, 0
+    for b in range(256):
+        if b not in symbols:
+            symbols[b] = chr(256 + extra)
+            extra += 1
+    return symbols
+
+
+def hf_byte_tokenizer():
+    """The same ids as :class:`ByteTokenizer` (id = UTF-8 byte) through a Hugging Face fast tokenizer: a byte-level
+    BPE without merges, byte 0 as end of text. It saves and loads like any model's tokenizer, so tools that need
+    one (lm-evaluation-harness, an exported folder) can read the tiny test model."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    symbols = _byte_symbols()
+    core = Tokenizer(models.BPE(vocab={symbols[b]: b for b in range(256)}, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    core.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=core, eos_token=symbols[0], pad_token=symbols[0],
+                                   name_or_path="hf-byte-tokenizer")
+
+
 def encode(tokenizer, text: str) -> torch.Tensor:
     """Token ids of ``text`` as a 1-D ``LongTensor`` (no truncation)."""
     if isinstance(tokenizer, ByteTokenizer):

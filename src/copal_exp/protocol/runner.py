@@ -22,8 +22,9 @@ from copal_exp.io.offload import Offloader, return_freed_memory
 from copal_exp.io.paths import default_root, token_cache_dir
 from copal_exp.metrics.records import metrics, permutation
 from copal_exp.metrics.transfer import sparsity_report
+from copal_exp.metrics.zeroshot import zeroshot_summary
 from copal_exp.models.anatomy import prunable_linears, pruned_modules
-from copal_exp.protocol.evaluator import Evaluator
+from copal_exp.protocol.evaluator import Evaluator, TaskScorer
 from copal_exp.protocol.jobdir import offload_folder
 from copal_exp.protocol.memory import activations_place
 from copal_exp.protocol.plan import Plan
@@ -67,6 +68,8 @@ class Experiment:
         if resident:
             model.to(self.device)
         self.plan: Plan | None = None
+        self.scorer: TaskScorer | None = None  # eval.tasks: set when the job runs
+        self.dense_zeroshot: dict[str, Any] | None = None
         self.results: dict[str, Any] = {}
 
     @property
@@ -95,13 +98,26 @@ class Experiment:
             if self.store:
                 self.store.save_dense(dense_ppl)
         self.results["dense_ppl"] = dense_ppl
+        self.scorer = self.task_scorer()
+        if self.scorer is not None:
+            from copal_exp.evaluation.zeroshot.harness import provenance
+
+            self.results["zeroshot"] = {"data": provenance(self.scorer.tasks, self.scorer.source)}
+            self.dense_zeroshot = self.store.load_dense_zeroshot() if self.store else None
+            if self.dense_zeroshot is None:
+                self.dense_zeroshot = self.scorer.dense({**s.resolved["model"], "weights": inputs["model"]},
+                                                        s.run.dense_cache)
+                if self.store:
+                    self.store.save_dense(dense_ppl, self.dense_zeroshot)
+            self.results["zeroshot_dense"] = self.dense_zeroshot
         self.results["pruned_modules"] = pruned_modules(self.cache.linears, self.selection)
         self.on_progress(self.results)
         if self.method.prunes:
             self.run_steps(data, evaluator)
         else:
             self.plan = Plan([[()] * len(order) for order in s.orders], {})
-            self.cache.states[()] = ModelState((), dense_ppl, {}, {"overall": 0.0, "layers": {}}, {})
+            self.cache.states[()] = ModelState((), dense_ppl, {}, {"overall": 0.0, "layers": {}}, {},
+                                               zeroshot=self.dense_zeroshot)
         if self.store:
             self.store.flush()  # every state on disk before the job calls itself complete
             self.results["checkpoints"] = {k: round(v, 3) for k, v in self.store.written.items()}
@@ -128,6 +144,7 @@ class Experiment:
         if resumed:
             log.info("resuming: %d of %d states already computed in this job directory", resumed, plan.prune_steps)
             self.results.update(self.assemble())
+        finals = set(plan.final_keys)  # eval.tasks_at=final scores these (each once, however many orders end there)
         bar = tqdm(total=plan.prune_steps, initial=resumed, desc=f"{s.method} steps", unit="step",
                    disable=not self.progress)
         for k, order in enumerate(s.orders):
@@ -144,8 +161,10 @@ class Experiment:
                                             self.progress, f"{label} prune", activations, memory_before,
                                             memory_store, self.selection)
                 ppl = evaluator.round(label)
+                scored = self.scorer is not None and (s.eval.tasks_at == "every" or key in finals)
+                zeroshot = self.scorer.score(label) if scored else None
                 seconds = {p: round(v - started.get(p, 0.0), 3) for p, v in self.timer.seconds.items()}
-                state = ModelState(key, ppl, masks.bits, sparsity_report(masks), seconds)
+                state = ModelState(key, ppl, masks.bits, sparsity_report(masks), seconds, zeroshot=zeroshot)
                 keep = bool(self.cache.children_left.get(key)) or (self.keep_final_state and t == len(order) - 1)
                 self.cache.add(state, keep_weights=sequential, memory=memory, keep_carry=keep)
                 self.cache.child_done(parent)
@@ -157,6 +176,14 @@ class Experiment:
                 self.results.update(self.assemble())
                 self.on_progress(self.results)
         bar.close()
+
+    def task_scorer(self) -> TaskScorer | None:
+        """The zero-shot scorer of ``eval.tasks`` (``None`` when the job scores none)."""
+        ev = self.settings.eval
+        if not ev.tasks:
+            return None
+        return TaskScorer(self.model, self.tokenizer, list(ev.tasks), ev.tasks_limit, ev.tasks_source, self.device,
+                          ev.batch_size, self.timer)
 
     def final_state(self, order_index: int = 0) -> ModelState:
         return self.states[self.plan.final_keys[order_index]]
@@ -178,10 +205,14 @@ class Experiment:
             changes: list[float | None] = [None] + [self.cache.mask_change(prev, cur) for prev, cur in zip(rows, rows[1:])]
             perms.append(permutation(order, s.datasets, [r.ppl for r in rows], changes,
                                      [r.sparsity["overall"] for r in rows], [r.seconds for r in rows], prunes,
-                                     complete=len(rows) == len(keys)))
+                                     complete=len(rows) == len(keys), zeroshot=[r.zeroshot for r in rows]))
             last = rows[-1] if len(rows) == len(keys) else last
         done = [p for p in perms if p["complete"]]  # metrics over whole orders; partial rows are shown as they come
         out: dict[str, Any] = {"permutations": perms, **metrics(done, s.datasets)}
+        if s.eval.tasks:
+            rows = [p["zeroshot"] or [None] * len(p["order"]) for p in done]
+            out["zeroshot"] = {**self.results.get("zeroshot", {}),
+                               **zeroshot_summary(rows, self.dense_zeroshot, s.eval.tasks)}
         if last is not None:
             out["sparsity"] = {"pattern": s.pattern.name, "target": s.pattern.ratio if prunes else 0.0,
                                **last.sparsity}

@@ -34,6 +34,7 @@ from copal_exp.data.custom import check_source
 from copal_exp.data.demo_suite import DEMO_DATASETS
 from copal_exp.data.sources import KNOWN_DATASETS
 from copal_exp.errors import ConfigError
+from copal_exp.evaluation.zeroshot.tasks import resolve_tasks
 from copal_exp.models.anatomy import Selection
 from copal_exp.models.loading import model_settings
 from copal_exp.protocol.plan import Plan, make_plan
@@ -184,6 +185,13 @@ def validate(cfg: DictConfig | dict) -> Settings:
     if state.get("export"):
         require(len(orders) == 1, f"state.export={state['export']}: needs a single order (order=given, or "
                                    f"order.index=K), this job runs {len(orders)}")
+    ev["tasks"] = resolve_tasks(ev["tasks"]) or None
+    if ev["tasks"]:
+        require(not ev["layerwise"], "eval.tasks with eval.layerwise=true: lm-evaluation-harness runs the whole model "
+                                     "at once; drop eval.tasks or set eval.layerwise=false")
+        require(getattr(model, "tokenizer", "hf") != "bytes",
+                f"eval.tasks: lm-evaluation-harness needs a Hugging Face tokenizer, and model={model.name} reads "
+                "UTF-8 bytes; set model.tokenizer=hf_bytes (the same ids through a Hugging Face tokenizer)")
     c["logger"] = logger = check_logger(c.get("logger"))
     return Settings(datasets, orders, name, init, method, pattern,
                     model=model, data=instance(DataConfig, data),

@@ -37,6 +37,7 @@ class ModelState:
     seconds: dict[str, float]
     weights: dict[str, torch.Tensor] | None = None
     memory: Memory | None = None
+    zeroshot: dict[str, dict[str, Any]] | None = None  # eval.tasks: task -> acc, acc_norm, stderr, n
 
     @property
     def carries(self) -> bool:
@@ -55,7 +56,8 @@ def discard_memory(memory: Memory | None) -> None:
 
 def restore_state(record: dict[str, Any], carry: dict[str, Any] | None) -> ModelState:
     """A saved state as read back from ``states/``; its masks stay there (read per pair that needs a mask change)."""
-    state = ModelState(tuple(record["key"]), record["ppl"], None, record["sparsity"], record["seconds"])
+    state = ModelState(tuple(record["key"]), record["ppl"], None, record["sparsity"], record["seconds"],
+                       zeroshot=record.get("zeroshot"))
     if carry is not None:
         state.weights = carry["weights"]
         state.memory = Memory(**carry["memory"]) if carry.get("memory") is not None else None

@@ -19,7 +19,8 @@ from typing import Any, ClassVar, Optional
 
 from copal_exp.config.schema import LoggerConfig, key
 from copal_exp.errors import ConfigError
-from copal_exp.io.results import code_version, matrix_rows
+from copal_exp.io.results import ZEROSHOT_FIELDS, code_version, matrix_rows, zeroshot_rows
+from copal_exp.metrics.zeroshot import task_values
 from copal_exp.pruning.masks import Pattern
 from copal_exp.registry import Registry
 
@@ -210,6 +211,9 @@ class WandbLogger(NullLogger):
                 self.run.define_metric(f"perm{k}/*", step_metric=f"perm{k}/step")
                 self.defined.add(k)
             ppl = {f"ppl/{d}": row["ppl"][d] for d in datasets}
+            scored = results["permutations"][k].get("zeroshot")
+            scores = scored[t - 1] if scored else None
+            ppl.update({f"zeroshot/{task}": value for task, value in task_values(scores or {}).items()})
             self.run.log({"permutation": k, "order": row["order"], "step": t, "step_dataset": row["step_dataset"],
                           **ppl, "mask_change": row["mask_change"], "sparsity": row["sparsity"],
                           f"perm{k}/step": t, **{f"perm{k}/{name}": v for name, v in ppl.items()}})
@@ -240,6 +244,13 @@ class WandbLogger(NullLogger):
         payload["per_dataset"] = wandb.Table(
             columns=["dataset", "bwt_mean", "bwt_std", "ppl_mean", "ppl_std"],
             data=[[d, v["bwt_mean"], v["bwt_std"], v["ppl_mean"], v["ppl_std"]] for d, v in per.items()])
+        if results.get("zeroshot"):
+            columns = [f for f in ZEROSHOT_FIELDS if f not in ("method", "init", "pattern")]
+            payload["zeroshot"] = wandb.Table(columns=columns,
+                                              data=[[r[c] for c in columns] for r in zeroshot_rows(results)])
+            over = results["zeroshot"].get("over_orders") or {}
+            for task, v in over.items():
+                self.run.summary[f"zeroshot/{task}"] = v["mean"]
         self.run.log(payload)
         for key, value in (results.get("summary") or {}).items():
             self.run.summary[key] = value

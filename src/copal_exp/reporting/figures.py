@@ -94,3 +94,35 @@ def heatmaps(runs: list[dict[str, Any]], path: Path, per_job_above: int = 4) -> 
             name = "".join(c for c in name if c.isalnum() or c in "-_.:,()%")
             _job_grid([r], folder / f"{name}.png", norm, swept)
     return _job_grid(runs[:per_job_above], path, norm, swept)
+
+
+def zeroshot_curves(runs: list[dict[str, Any]], path: Path) -> Path | None:
+    """Mean zero-shot accuracy (over the tasks, each its reported metric) after every scored step, one line per
+    order, one panel per job, the dense model dashed; ``None`` when no job scored tasks."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from copal_exp.metrics.zeroshot import task_values
+
+    scored = [r for r in runs if prunes(r) and any(p.get("zeroshot") for p in r["permutations"])]
+    if not scored:
+        return None
+    fig, axes = plt.subplots(1, len(scored), figsize=(3.6 * len(scored), 3.2), sharey=True, squeeze=False)
+    for ax, r in zip(axes[0], scored):
+        for perm in r["permutations"]:
+            points = [(t + 1, task_values(z)["mean"]) for t, z in enumerate(perm.get("zeroshot") or []) if z]
+            if points:
+                ax.plot(*zip(*points), marker="o", lw=1, label=">".join(perm["order"]))
+        if r.get("zeroshot_dense"):
+            ax.axhline(task_values(r["zeroshot_dense"])["mean"], color="grey", ls="--", lw=1, label="dense")
+        ax.set_title(run_label(r), fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_xticks(range(1, max(len(p["order"]) for p in r["permutations"]) + 1))
+    axes[0][0].set_ylabel(f"mean accuracy over {len(scored[0]['zeroshot']['tasks'])} tasks")
+    axes[0][-1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

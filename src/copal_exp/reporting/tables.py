@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import pandas as pd
 
 from copal_exp.pruning.methods import reference_method
@@ -174,8 +175,43 @@ def appendix_e(runs: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def zeroshot_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """The Wanda-paper zero-shot table: a dense row per model, then one row per job; a column per task (its
+    reported metric in the header: ``acc`` or ``acc_norm``) and their mean, each the mean ± std over the job's
+    orders of the last step's model (computed from the permutations, so merged one-order jobs work too)."""
+    from copal_exp.metrics.zeroshot import REPORTED, task_values
+
+    scored = [r for r in runs if (r.get("zeroshot") or {}).get("tasks")]
+    if not scored:
+        return pd.DataFrame()
+    tasks = list(dict.fromkeys(t for r in scored for t in r["zeroshot"]["tasks"]))
+    header = {t: f"{t} ({REPORTED.get(t, 'acc')})" for t in tasks}
+
+    def cells(finals: list[dict[str, float]]) -> dict[str, str]:
+        out = {}
+        for column in [*tasks, "mean"]:
+            values = [f[column] for f in finals if column in f]
+            out[header.get(column, column)] = (_pm(float(np.mean(values)), float(np.std(values))) if values else None)
+        return out
+
+    rows, dense_seen = [], set()
+    for r in scored:
+        if r.get("zeroshot_dense") and model_name(r) not in dense_seen:
+            dense_seen.add(model_name(r))
+            rows.append({"model": model_name(r), "method": reference_method().name, "pattern": "-", "orders": 1,
+                         **cells([task_values(r["zeroshot_dense"])])})
+    for r in scored:
+        if not prunes(r):
+            continue
+        finals = [task_values(p["zeroshot"][-1]) for p in r["permutations"] if p.get("zeroshot") and p["zeroshot"][-1]]
+        rows.append({"model": model_name(r), "method": run_label(r), "pattern": pattern_label(r), "orders": len(finals),
+                     **cells(finals)})
+    frame = pd.DataFrame(rows)
+    return frame.drop(columns="model") if frame["model"].nunique() <= 1 else frame
+
+
 TABLES = {"comparison": comparison_table, "table1": table1, "table2": table2, "table3": table3,
-          "appendix_e": appendix_e}
+          "appendix_e": appendix_e, "zeroshot": zeroshot_table}
 
 
 def _fmt(v: Any) -> str:
@@ -223,13 +259,29 @@ def description(runs: list[dict[str, Any]]) -> list[str]:
         v = r.get("versions") or {}
         return f"copal_exp {v.get('copal_exp', '?')}" + (f", commit {v['commit']}" if v.get("commit") else "")
 
+    def zeroshot(r):
+        data, limit = r["zeroshot"].get("data") or {}, r["config"]["eval"].get("tasks_limit")
+        records = data.get("tasks") or {}
+        if data.get("source") == "offline" and records:
+            first = next(iter(records.values()))
+            where = f"offline {first['package']}=={first['version']} validation splits"
+        else:
+            where = "the harness's own datasets (Hub)"
+        moved = sorted(t for t, rec in records.items() if rec.get("split") != rec.get("harness_split"))
+        note = (f"; {', '.join(moved)}: validation where the papers score test (not comparable to published numbers)"
+                if moved else "")
+        return f"{data.get('harness', 'lm-eval')}, {where}, {'first ' + str(limit) if limit else 'all'} examples per task{note}"
+
     pruned = [r for r in runs if prunes(r)] or runs
+    zeroshot_line = ([f"zero-shot: {_values([r for r in runs if (r.get('zeroshot') or {}).get('tasks')], zeroshot)}"]
+                     if any((r.get("zeroshot") or {}).get("tasks") for r in runs) else [])
     return [f"models: {_values(runs, model_name)}",
             f"datasets: {_values(runs, lambda r: ', '.join(r['datasets']))} "
             f"({_values(runs, lambda r: len(r['permutations']))} order(s) per job)",
             f"sparsity: {_values(pruned, pattern_label)}",
             f"calibration: {_values(pruned, calibration)}",
             f"evaluation: {_values(runs, windows)}",
+            *zeroshot_line,
             f"code: {_values(runs, code)}"]
 
 
