@@ -59,9 +59,9 @@ table1: setup ## Paper Table 1 (weight stasis): magnitude/sparsegpt/wanda x init
 	$(PAPER) method=copal hydra.sweep.dir=$(OUT)/table1/copal $(ARGS)
 	$(PY) -m copal_exp.report $(OUT)/table1 --kind table1
 
-table2: setup ## Paper Table 2: a-/m-bwt, a-/m-ppl for dense, magnitude, sparsegpt, wanda, copal x unstructured, 2:4, 4:8
+table2: setup ## Paper Table 2: a-/m-bwt, a-/m-ppl for dense; magnitude, sparsegpt, wanda, ria, dsnot, copal x unstructured, 2:4, 4:8 x uniform, owl
 	$(PAPER) method=dense hydra.sweep.dir=$(OUT)/table2/dense $(ARGS)
-	$(PAPER) method=magnitude,sparsegpt,wanda,copal sparsity=unstructured,2:4,4:8 hydra.sweep.dir=$(OUT)/table2/pruned $(ARGS)
+	$(PAPER) method=magnitude,sparsegpt,wanda,ria,dsnot,copal sparsity=unstructured,2:4,4:8 sparsity.allocation=uniform,owl hydra.sweep.dir=$(OUT)/table2/pruned $(ARGS)
 	$(PY) -m copal_exp.report $(OUT)/table2 --kind table2
 
 table3: setup ## Paper Table 3: per-dataset BWT and PPL (mean ± std) at 50 % unstructured
@@ -79,6 +79,10 @@ fig1: setup ## Paper Figure 1: mean and max BWT against the sparsity ratio
 fig3: setup ## Paper Figure 3: mean and max BWT against the number of calibration segments
 	$(PAPER) method=sparsegpt,wanda,copal data.nsamples=2,4,8,16 hydra.sweep.dir=$(OUT)/fig3 $(ARGS)
 	$(PY) -m copal_exp.report $(OUT)/fig3 --kind fig3
+
+zeroshot: setup ## Zero-shot accuracy (lm-evaluation-harness, 7 tasks, 50 examples each) of COPAL/Wanda/SparseGPT final states and dense
+	$(PY) -m copal_exp -m experiment=zeroshot model=$(MODEL) method=copal,wanda,sparsegpt run.progress=false hydra.sweep.dir=$(OUT)/zeroshot $(ARGS)
+	$(PY) -m copal_exp.report $(OUT)/zeroshot --kind zeroshot
 
 bench: setup ## Benchmarks on SmolLM2 (per-phase times, floors, COPAL/Wanda, planner): bench/results/*.json
 	$(PY) bench/bench_prune.py $(ARGS)
@@ -105,4 +109,4 @@ clean: ## Remove outputs/, multirun/ and caches of this checkout (keeps .venv an
 	rm -rf outputs multirun sweeps .pytest_cache
 
 .PHONY: help setup test test-fast test-unit test-slurm demo run report bench bench-7b bench-peer bench-memory bench-checkpoint \
-	table1 table2 table3 appendix_e fig1 fig3 clean
+	table1 table2 table3 appendix_e fig1 fig3 zeroshot clean

@@ -110,39 +110,58 @@ def test_a_job_scores_each_distinct_final_state_once_and_the_dense_model_once(tm
     assert run_job(compose(args), tmp_path / "job")["zeroshot"]["final"] == zs["final"] and calls == []
 
 
-@pytest.mark.subprocess
-def test_the_recorded_accuracy_is_what_the_harness_command_line_gives_on_the_exported_model(tmp_path, data_root):
+def same_as_the_command_line(tmp_path, data_root, model_args: list[str], tasks: list[str], limit: int):
+    """Score a one-order job's final state in memory, export it, run ``lm_eval`` on the exported folder with
+    the same offline data, and compare every metric and every per-example log-likelihood."""
     from copal_exp.protocol.export import export, pruned_model
 
-    tasks = ["boolq", "arc_easy", "hellaswag", "winogrande"]
     job_dir = tmp_path / "job"
-    args = [*TINY, f"data.root={data_root}", "method=sparsegpt", "order=given", "model.tokenizer=hf_bytes",
-            f"eval.tasks=[{','.join(tasks)}]", "eval.tasks_limit=6"]
+    args = [*model_args, f"data.root={data_root}", "method=sparsegpt", "order=given",
+            f"eval.tasks=[{','.join(tasks)}]", f"eval.tasks_limit={limit}"]
     recorded = run_job(compose(args), job_dir)["permutations"][0]["zeroshot"][-1]
     export(job_dir, tmp_path / "model")
     names = harness.write_task_files(tmp_path / "tasks", tasks)
     proc = subprocess.run([sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
                            f"pretrained={tmp_path / 'model'},dtype=float32", "--tasks", ",".join(names.values()),
-                           "--include_path", str(tmp_path / "tasks"), "--limit", "6", "--device", "cpu",
+                           "--include_path", str(tmp_path / "tasks"), "--limit", str(limit), "--device", "cpu",
                            "--batch_size", "1", "--output_path", str(tmp_path / "out"), "--log_samples"],
                           capture_output=True, text=True, timeout=900, env={**os.environ, "HF_DATASETS_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     (results_file,) = (tmp_path / "out").rglob("results_*.json")
     cli = json.loads(results_file.read_text())["results"]
     for task in tasks:
+        compared = 0
         for metric in ("acc", "acc_stderr", "acc_norm", "acc_norm_stderr"):
             if f"{metric},none" in cli[names[task]]:
                 assert recorded[task][metric] == cli[names[task]][f"{metric},none"], (task, metric)
+                compared += 1
+        assert compared >= 2 and recorded[task]["n"] == limit
     # per example, the log-likelihood of every choice, to the last digit: the job's in-memory model and the
     # harness's load of the exported folder compute the same thing
     model, tokenizer, _ = pruned_model(job_dir)
     samples: dict = {}
-    harness.evaluate(model, tokenizer, tasks, limit=6, device="cpu", samples=samples)
+    harness.evaluate(model, tokenizer, tasks, limit=limit, device="cpu", samples=samples)
     for task in tasks:
         (file,) = (tmp_path / "out").rglob(f"samples_{names[task]}_*.jsonl")
         theirs = [json.loads(line) for line in file.read_text().splitlines()]
+        assert len(theirs) == limit
         assert [[float(x[0]) for x in r["filtered_resps"]] for r in sorted(theirs, key=lambda r: r["doc_id"])] == \
                [s["loglikelihoods"] for s in sorted(samples[task], key=lambda s: s["doc_id"])]
+
+
+@pytest.mark.subprocess
+def test_the_recorded_accuracy_is_what_the_harness_command_line_gives_on_the_exported_model(tmp_path, data_root):
+    same_as_the_command_line(tmp_path, data_root, [*TINY, "model.tokenizer=hf_bytes"],
+                             ["boolq", "arc_easy", "hellaswag", "winogrande"], limit=6)
+
+
+@pytest.mark.slow
+@pytest.mark.subprocess
+def test_smollm2_accuracy_is_what_the_harness_command_line_gives(tmp_path, data_root):
+    """The same on the real model and its own tokenizer (the slow tier)."""
+    same_as_the_command_line(tmp_path, data_root, ["data.nsamples=2", "data.seqlen=64", "eval.max_windows=2",
+                                                   "run.progress=false", "logger=none"],
+                             ["boolq", "rte", "arc_challenge", "openbookqa"], limit=4)
 
 
 def test_scores_reach_the_csv_and_the_offline_wandb_run(tmp_path, data_root, monkeypatch):

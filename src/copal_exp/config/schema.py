@@ -126,6 +126,15 @@ class SparsityConfig:
     ratio: Optional[float] = key(None, "fraction pruned (unstructured), strictly between 0 and 1")
     n: Optional[int] = key(None, "kept inputs per group of M (nm)", minimum=1)
     m: Optional[int] = key(None, "group size (nm)", minimum=1)
+    allocation: str = key("uniform", "uniform: every decoder layer at the target; owl: outlier-weighted layer-wise "
+                          "sparsity (OWL), measured on each step's calibration data", choices=("uniform", "owl"))
+    owl_m: Optional[float] = key(None, "OWL's M: a score is an outlier above M x its layer's mean (null: 5 "
+                                 "unstructured, 6 N:M, as the official README's commands)")
+    owl_lambda: Optional[float] = key(None, "OWL's lambda: how far a layer's sparsity may move from the target "
+                                      "(null: 0.08 unstructured, 2 N:M, as the official README's commands)")
+
+
+ALLOCATION_KEYS = ("allocation", "owl_m", "owl_lambda")
 
 
 @dataclass
@@ -148,7 +157,10 @@ SECTIONS: dict[str, type] = {"data": DataConfig, "eval": EvalConfig, "state": St
 
 def base_node() -> dict[str, Any]:
     """The defaults of every schema section, as the config node Hydra composes first."""
-    return {"datasets": list(PAPER_DATASETS), **{name: dataclasses.asdict(cls()) for name, cls in SECTIONS.items()}}
+    # the sparsity group's files hold the pattern; the allocation keys, the same for every pattern, come from here
+    allocation = {f.name: f.default for f in dataclasses.fields(SparsityConfig) if f.name in ALLOCATION_KEYS}
+    return {"datasets": list(PAPER_DATASETS), "sparsity": allocation,
+            **{name: dataclasses.asdict(cls()) for name, cls in SECTIONS.items()}}
 
 
 def register_base() -> None:

@@ -38,6 +38,7 @@ class Permutation:
     step_seconds: list[dict[str, float]]  # seconds per phase of each step's state
     complete: bool = True  # False while the order runs: its rows so far, no BWT yet
     zeroshot: list | None = None  # eval.tasks: per step, task -> acc/acc_norm/stderr/n (None: not scored there)
+    layer_sparsity: list | None = None  # sparsity.allocation=owl: per step, decoder layer -> its allocated sparsity
 
 
 @dataclass

@@ -12,15 +12,16 @@ from copal_exp.metrics.transfer import backward_transfer, per_dataset, summary, 
 
 def permutation(order: Sequence[str], datasets: Sequence[str], ppl_rows: Sequence[dict[str, float]],
                 mask_changes: list[float | None], sparsities: list[float], seconds: list[dict[str, float]],
-                prunes: bool, complete: bool = True, zeroshot: list[dict | None] | None = None) -> dict[str, Any]:
+                prunes: bool, complete: bool = True, zeroshot: list[dict | None] | None = None,
+                layer_sparsity: list[dict | None] | None = None) -> dict[str, Any]:
     """The record of one dataset order: its perplexity matrix (rows: steps, columns: ``datasets``), BWT,
-    weight stasis, mask changes, sparsity and seconds per step, and (``eval.tasks``) the zero-shot scores of the
-    steps that were scored."""
+    weight stasis, mask changes, sparsity and seconds per step, (``eval.tasks``) the zero-shot scores of the
+    steps that were scored, and (a non-uniform allocation) each step's sparsity per decoder layer."""
     matrix = [[row[d] for d in datasets] for row in ppl_rows]
     bwt = backward_transfer(matrix, [list(datasets).index(d) for d in order]) if complete else None
     return asdict(Permutation(list(order), matrix, bwt, weight_stasis(mask_changes) if prunes and complete else False,
                               mask_changes, sparsities, seconds, complete,
-                              zeroshot if zeroshot and any(zeroshot) else None))
+                              zeroshot if zeroshot and any(zeroshot) else None, layer_sparsity))
 
 
 def metrics(permutations: list[dict[str, Any]], datasets: Sequence[str]) -> dict[str, Any]:

@@ -90,4 +90,15 @@ def sparsity_report(masks) -> dict[str, object]:
     layers = {name: 1.0 - kept[name] / sizes[name] for name in kept}
     total = sum(sizes.values())
     pruned = total - sum(kept.values())
-    return {"overall": pruned / total if total else 0.0, "layers": layers}
+    blocks: dict[int, list[int]] = {}  # decoder layer -> [kept, size] over its pruned linears
+    for name in kept:
+        block = blocks.setdefault(decoder_index(name), [0, 0])
+        block[0] += kept[name]
+        block[1] += sizes[name]
+    return {"overall": pruned / total if total else 0.0, "layers": layers,
+            "decoder_layers": {str(i): 1.0 - k / n for i, (k, n) in sorted(blocks.items())}}
+
+
+def decoder_index(name: str) -> int:
+    """The decoder layer a linear's name lies in: its first numeric component (``model.layers.12.mlp.up_proj``)."""
+    return next((int(part) for part in name.split(".") if part.isdigit()), -1)

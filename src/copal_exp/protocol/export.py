@@ -94,7 +94,7 @@ def pruned_model(job_dir: Path, order: int = 0, step: int | None = None) -> tupl
             masks, memory = prune_model(model, data[dataset].calibration,
                                         settings.build_method(),
                                         device, progress=False, desc=f"recompute {dataset}", memory=memory,
-                                        selection=selection)
+                                        selection=selection, allocation=settings.allocation)
         for layer, packed in record["masks"].items():
             if not torch.equal(masks[layer], unpack_mask(packed, masks[layer].shape)):
                 raise UserError(f"{job_dir}: recomputing {chain[-1][1]} gave other masks than recorded (layer {layer});"
@@ -115,7 +115,7 @@ tags: [pruned, sparsity, copal_exp]
 base_model: {getattr(s.model, 'name_or_path', None) or s.model.name}
 ---
 
-# {s.model.name} pruned with {s.method_class.label(s.method_options, s.init)}, {s.pattern.name}
+# {s.model.name} pruned with {s.method_class.label(s.method_options, s.init)}{s.allocation.label}, {s.pattern.name}
 
 Pruned by copal_exp (continual pruning, no training), state after the steps {chain}.
 

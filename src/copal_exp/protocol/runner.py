@@ -159,7 +159,7 @@ class Experiment:
                 started = dict(self.timer.seconds)
                 masks, memory = prune_model(self.model, data[order[t]].calibration, method, self.device, self.timer,
                                             self.progress, f"{label} prune", activations, memory_before,
-                                            memory_store, self.selection)
+                                            memory_store, self.selection, s.allocation)
                 ppl = evaluator.round(label)
                 scored = self.scorer is not None and (s.eval.tasks_at == "every" or key in finals)
                 zeroshot = self.scorer.score(label) if scored else None
@@ -205,7 +205,9 @@ class Experiment:
             changes: list[float | None] = [None] + [self.cache.mask_change(prev, cur) for prev, cur in zip(rows, rows[1:])]
             perms.append(permutation(order, s.datasets, [r.ppl for r in rows], changes,
                                      [r.sparsity["overall"] for r in rows], [r.seconds for r in rows], prunes,
-                                     complete=len(rows) == len(keys), zeroshot=[r.zeroshot for r in rows]))
+                                     complete=len(rows) == len(keys), zeroshot=[r.zeroshot for r in rows],
+                                     layer_sparsity=None if s.allocation.uniform else
+                                     [r.sparsity.get("decoder_layers") for r in rows]))
             last = rows[-1] if len(rows) == len(keys) else last
         done = [p for p in perms if p["complete"]]  # metrics over whole orders; partial rows are shown as they come
         out: dict[str, Any] = {"permutations": perms, **metrics(done, s.datasets)}
@@ -215,7 +217,7 @@ class Experiment:
                                **zeroshot_summary(rows, self.dense_zeroshot, s.eval.tasks)}
         if last is not None:
             out["sparsity"] = {"pattern": s.pattern.name, "target": s.pattern.ratio if prunes else 0.0,
-                               **last.sparsity}
+                               "allocation": s.allocation.record, **last.sparsity}
         return out
 
 

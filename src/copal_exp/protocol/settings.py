@@ -39,6 +39,7 @@ from copal_exp.models.anatomy import Selection
 from copal_exp.models.loading import model_settings
 from copal_exp.protocol.plan import Plan, make_plan
 from copal_exp.protocol.tracking import LOGGERS
+from copal_exp.pruning.allocation import Allocation
 from copal_exp.pruning.masks import Pattern
 from copal_exp.pruning.methods import METHODS, PruningMethod
 
@@ -57,6 +58,7 @@ class Settings:
     init: str
     method_options: dict[str, Any]
     pattern: Pattern
+    allocation: Allocation
     model: ModelConfig
     data: DataConfig
     eval: EvalConfig
@@ -129,6 +131,19 @@ def check_logger(logger: Any) -> dict[str, Any]:
     return logger
 
 
+def check_allocation(sp: dict[str, Any], pattern: Pattern, cls: type[PruningMethod]) -> Allocation:
+    """``sparsity.allocation`` and its options, their defaults filled in by pattern (and recorded so)."""
+    try:
+        allocation = Allocation.from_config(sp, pattern)
+        allocation.check(pattern)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    require(allocation.uniform or cls.prunes,
+            f"sparsity.allocation={allocation.name}: the dense reference prunes nothing to allocate")
+    sp.update(allocation.config_values())
+    return allocation
+
+
 def validate(cfg: DictConfig | dict) -> Settings:
     """Turn a composed config into :class:`Settings`, or raise :class:`ConfigError` naming the key."""
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else json.loads(json.dumps(cfg))
@@ -170,6 +185,7 @@ def validate(cfg: DictConfig | dict) -> Settings:
         method = cls(pattern, **method).config  # method-specific checks, typed values
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    allocation = check_allocation(sp, pattern, cls)
 
     composed = section(c, "model")
     model = model_settings(composed)  # its source's typed config and the source's own checks
@@ -193,7 +209,7 @@ def validate(cfg: DictConfig | dict) -> Settings:
                 f"eval.tasks: lm-evaluation-harness needs a Hugging Face tokenizer, and model={model.name} reads "
                 "UTF-8 bytes; set model.tokenizer=hf_bytes (the same ids through a Hugging Face tokenizer)")
     c["logger"] = logger = check_logger(c.get("logger"))
-    return Settings(datasets, orders, name, init, method, pattern,
+    return Settings(datasets, orders, name, init, method, pattern, allocation=allocation,
                     model=model, data=instance(DataConfig, data),
                     eval=instance(EvalConfig, ev), run=instance(RunConfig, run), state=instance(StateConfig, state),
                     prune=instance(PruneConfig, prune), logger=instance(LOGGERS[logger["name"]].config, logger),

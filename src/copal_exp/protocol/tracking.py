@@ -80,10 +80,12 @@ def sweep_group(out_dir: Path, model: str) -> str:
 
 def run_name(config: dict[str, Any], pattern: str, swept: list[str]) -> str:
     """``model · method label · pattern`` and the swept keys that are not already in it."""
+    from copal_exp.pruning.allocation import Allocation
     from copal_exp.pruning.methods import method_class
 
     method = config["method"]
-    label = method_class(method["name"]).label(method, method.get("init", "global"))
+    label = (method_class(method["name"]).label(method, method.get("init", "global"))
+             + Allocation.from_config(config.get("sparsity")).label)
     extra = [s.lstrip("+~") for s in swept if not s.lstrip("+~").startswith(("method", "sparsity", "model="))]
     index = config.get("order", {}).get("index")
     return " · ".join([config["model"]["name"], label, pattern, *extra,

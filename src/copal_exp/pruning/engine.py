@@ -29,6 +29,7 @@ from copal_exp.models.anatomy import (
     set_weight_matrix,
     weight_matrix,
 )
+from copal_exp.pruning.allocation import Allocation
 from copal_exp.pruning.capture import capture_layer_inputs, run_layer
 from copal_exp.pruning.masks import PackedMasks
 from copal_exp.pruning.methods.registry import Memory, PruningMethod
@@ -70,13 +71,16 @@ def prune_model(
     memory: Memory | None = None,
     memory_store: Offloader | None = None,
     selection: Selection | None = None,
+    allocation: Allocation | None = None,
 ) -> tuple[PackedMasks, Memory | None]:
     """Prune every decoder-layer linear of ``model`` in place.
 
     Returns the keep masks by name (bit-packed as they are made: :class:`PackedMasks`) and, for a method that carries memory, its memory after
     this step (``memory`` is the memory before it; its tensors are kept by ``memory_store``, default
     host memory). ``activations`` says where the calibration activations wait between layers;
-    ``selection`` which linears are pruned (default: all of them).
+    ``selection`` which linears are pruned (default: all of them); ``allocation`` how much of each decoder
+    layer (default: the method's pattern everywhere; OWL first measures the layers' outlier ratios on these
+    segments, through the model as it is now).
     """
     timer = timer or PhaseTimer()
     activations = activations or Offloader("cpu")
@@ -89,14 +93,24 @@ def prune_model(
     carried = Memory(steps=previous.steps + 1) if method.carries_memory else None
     layers = decoder_layers(model)
     prefix = layer_prefix(model)
+    selected = [{sub: lin for sub, lin in find_linears(layer).items() if selection.selects(f"{prefix}.{index}.{sub}", index)}
+                for index, layer in enumerate(layers)]
+    allocation = allocation or Allocation()
     inputs = None
-    if method.uses_calibration:
+    if method.uses_calibration or allocation.measures:
         with timer("capture"):
             inputs = capture_layer_inputs(model, segments, device)
+    patterns = [method.pattern] * len(layers)
+    if allocation.measures:
+        with timer("allocation"):
+            measured = allocation.measure(layers, selected, inputs, device, activations)
+        patterns = allocation.patterns(measured, method.pattern)
+    if not method.uses_calibration and inputs is not None:  # the allocation's pass only: nothing to propagate
+        discard(inputs.hidden)
+        inputs = None
     for index, layer in enumerate(tqdm(layers, desc=desc, unit="layer", disable=not progress, leave=False)):
         with resident(layer, device):  # a host-held layer visits the device; a model kept there stays
-            linears = {sub: lin for sub, lin in find_linears(layer).items()
-                       if selection.selects(f"{prefix}.{index}.{sub}", index)}
+            linears = selected[index]
             stats = {sub: method.new_statistics(weight_matrix(lin)) for sub, lin in linears.items()}
             if inputs is not None:
                 with timer("statistics"):
@@ -111,7 +125,8 @@ def prune_model(
                 with timer("masks"):  # scores and mask selection (SparseGPT: also its OBS weight update)
                     before = previous.tensors.get(name)
                     before = None if before is None else Offloader.load(before, lin.weight.device)
-                    new_weight, keep, after = method.prune(name, weight_matrix(lin), stats.pop(sub), before)
+                    new_weight, keep, after = method.prune(name, weight_matrix(lin), stats.pop(sub), before,
+                                                           patterns[index])
                     if carried is not None:
                         carried.tensors[name] = memory_store.store(after, name)
                 with timer("update"):

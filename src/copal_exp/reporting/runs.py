@@ -9,6 +9,7 @@ from typing import Any
 
 from copal_exp.errors import ResultsError
 from copal_exp.io.results import RESULTS_FILE, read_results
+from copal_exp.pruning.allocation import Allocation
 from copal_exp.pruning.masks import Pattern
 from copal_exp.pruning.methods import method_class
 
@@ -20,7 +21,8 @@ def prunes(results: dict[str, Any]) -> bool:
 def run_label(results: dict[str, Any]) -> str:
     """The method's own table label for its options and init (e.g. ``wanda (global)``, ``copal (token, row)``)."""
     method = results["config"]["method"]
-    return method_class(method["name"]).label(method, method.get("init", "global"))
+    allocation = Allocation.from_config(results["config"].get("sparsity"))
+    return method_class(method["name"]).label(method, method.get("init", "global")) + allocation.label
 
 
 def pattern_label(results: dict[str, Any]) -> str:

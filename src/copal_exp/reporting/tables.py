@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from copal_exp.pruning.allocation import Allocation
 from copal_exp.pruning.methods import reference_method
 from copal_exp.registry import Registry
 from copal_exp.reporting.runs import datasets_label, model_name, pattern_label, prunes, run_label
@@ -72,7 +73,7 @@ metric_column("orders", "dataset orders in the job", dense=lambda ppl: 0)(lambda
 
 
 #: identity columns ``comparison_table(identity=True)`` adds: what a method is, never parsed from its label
-IDENTITY = ("method_name", "init")
+IDENTITY = ("method_name", "init", "allocation")
 
 
 def comparison_table(runs: list[dict[str, Any]], identity: bool = False) -> pd.DataFrame:
@@ -96,7 +97,8 @@ def comparison_table(runs: list[dict[str, Any]], identity: bool = False) -> pd.D
                      "pattern": pattern_label(r), **{k: None if dense else json.dumps(flat.get(k)).strip('"')
                                                      for k in swept},
                      **{c.name: c.value(r) for c in METRIC_COLUMNS.values()},
-                     "method_name": method["name"], "init": method.get("init", "global")})
+                     "method_name": method["name"], "init": method.get("init", "global"),
+                     "allocation": Allocation.from_config(r["config"].get("sparsity")).kind})
     dense_rows = []
     for r in runs:  # every job measured its dense model too
         group = (model_name(r), datasets_label(r))
@@ -107,7 +109,7 @@ def comparison_table(runs: list[dict[str, Any]], identity: bool = False) -> pd.D
         dense_rows.append({"model": group[0], "datasets": group[1], "method": name, "pattern": "-",
                            **{k: None for k in swept},
                            **{c.name: c.dense(r["dense_ppl"]) if c.dense else None for c in METRIC_COLUMNS.values()},
-                           "method_name": name, "init": "global"})
+                           "method_name": name, "init": "global", "allocation": "uniform"})
     frame = pd.DataFrame(dense_rows + rows)
     if frame.empty:
         return frame
@@ -140,7 +142,9 @@ def table2(runs: list[dict[str, Any]]) -> pd.DataFrame:
     for r in frame.itertuples(index=False):
         paper_pattern = "unstructured 50%" if r.pattern == "-" else r.pattern
         # the paper's Table 2 starts every step from the dense model: no reference for sequential init
-        ref = None if r.init == "sequential" else TABLE2_LLAMA7B.get(paper_pattern, {}).get(r.method_name)
+        # nor for a layer-wise allocation (OWL) the paper did not use
+        ref = (None if r.init == "sequential" or r.allocation != "uniform"
+               else TABLE2_LLAMA7B.get(paper_pattern, {}).get(r.method_name))
         rows.append({"method": r.method, "pattern": r.pattern, "a_bwt": r.a_bwt, "m_bwt": r.m_bwt, "a_ppl": r.a_ppl,
                      "m_ppl": r.m_ppl, **{f"{PAPER} {k}": ref[i] if ref else None
                                           for i, k in enumerate(("a_bwt", "m_bwt", "a_ppl", "m_ppl"))}})
@@ -185,7 +189,11 @@ def zeroshot_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
     if not scored:
         return pd.DataFrame()
     tasks = list(dict.fromkeys(t for r in scored for t in r["zeroshot"]["tasks"]))
-    header = {t: f"{t} ({REPORTED.get(t, 'acc')})" for t in tasks}
+    records = {t: rec for r in scored for t, rec in (((r["zeroshot"].get("data") or {}).get("tasks")) or {}).items()}
+    moved = {t for t, rec in records.items() if rec.get("split") != rec.get("harness_split")}
+    # a column scored on another split than the papers' says so in its own header, not only in the description
+    header = {t: f"{t} ({REPORTED.get(t, 'acc')}{', ' + records[t]['split'] + '*' if t in moved else ''})"
+              for t in tasks}
 
     def cells(finals: list[dict[str, float]]) -> dict[str, str]:
         out = {}
@@ -268,7 +276,7 @@ def description(runs: list[dict[str, Any]]) -> list[str]:
         else:
             where = "the harness's own datasets (Hub)"
         moved = sorted(t for t, rec in records.items() if rec.get("split") != rec.get("harness_split"))
-        note = (f"; {', '.join(moved)}: validation where the papers score test (not comparable to published numbers)"
+        note = (f"; {', '.join(moved)} (marked *): validation where the papers score test (not comparable to published numbers)"
                 if moved else "")
         return f"{data.get('harness', 'lm-eval')}, {where}, {'first ' + str(limit) if limit else 'all'} examples per task{note}"
 

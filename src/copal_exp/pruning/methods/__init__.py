@@ -1,7 +1,7 @@
 """Pruning methods, registered by name (see :mod:`copal_exp.pruning.methods.registry`)."""
 
 # Importing the modules registers their methods.
-from copal_exp.pruning.methods import copal, dense, magnitude, sparsegpt, wanda  # noqa: F401,E402
+from copal_exp.pruning.methods import copal, dense, dsnot, magnitude, ria, sparsegpt, wanda  # noqa: F401,E402
 from copal_exp.pruning.methods.registry import (
                                          METHODS,
                                          Memory,

@@ -94,7 +94,7 @@ class Copal(PruningMethod):
             outputs = outputs - bias
         return accumulate_sensitivity(stats, inputs, outputs, self.opts.granularity, self.opts.epsilon)
 
-    def prune(self, name, weight, stats, memory):
+    def prune(self, name, weight, stats, memory, pattern=None):
         total = stats if memory is None else stats + memory
-        keep = select_mask(copal_score(weight, total), self.pattern, group=self.opts.group)
+        keep = select_mask(copal_score(weight, total), pattern or self.pattern, group=self.opts.group)
         return weight * keep, keep, total

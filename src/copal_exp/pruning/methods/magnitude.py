@@ -16,6 +16,6 @@ def magnitude_score(weight: torch.Tensor) -> torch.Tensor:
 class Magnitude(PruningMethod):
     uses_calibration = False
 
-    def prune(self, name, weight, stats, memory):
-        keep = select_mask(magnitude_score(weight.float()), self.pattern, group="layer")
+    def prune(self, name, weight, stats, memory, pattern=None):
+        keep = select_mask(magnitude_score(weight.float()), pattern or self.pattern, group="layer")
         return weight * keep, keep, None

@@ -114,10 +114,12 @@ class PruningMethod:
         """Fold one batch of calibration segments (``[B, L, d_in]`` → ``[B, L, d_out]``) into ``stats``."""
         return stats
 
-    def prune(self, name: str, weight: torch.Tensor, stats: Any,
-              memory: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def prune(self, name: str, weight: torch.Tensor, stats: Any, memory: torch.Tensor | None,
+              pattern: Pattern | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Return ``(new_weight, keep_mask, new_memory)`` for the linear layer ``name``; ``memory`` is its
-        memory from earlier steps (``None`` at the first step, and always for methods without memory)."""
+        memory from earlier steps (``None`` at the first step, and always for methods without memory);
+        ``pattern`` the sparsity its decoder layer was allocated (``sparsity.allocation``; ``None``: the
+        method's own ``self.pattern``)."""
         raise NotImplementedError
 
 

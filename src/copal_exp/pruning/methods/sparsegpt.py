@@ -149,7 +149,7 @@ class SparseGPT(PruningMethod):
         stats["segments"] += inputs.shape[0] if inputs.dim() == 3 else 1
         return stats
 
-    def prune(self, name, weight, stats, memory):
+    def prune(self, name, weight, stats, memory, pattern=None):
         hessian = stats["hessian"] * (2.0 / max(stats["segments"], 1))
-        new_weight, keep = sparsify_weight(weight, hessian, self.pattern, self.opts.blocksize, self.opts.percdamp, name)
+        new_weight, keep = sparsify_weight(weight, hessian, pattern or self.pattern, self.opts.blocksize, self.opts.percdamp, name)
         return new_weight, keep, None

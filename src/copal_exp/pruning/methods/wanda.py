@@ -29,6 +29,6 @@ class Wanda(PruningMethod):
     def accumulate(self, stats, inputs, outputs, bias):
         return accumulate_input_norms(stats, inputs)
 
-    def prune(self, name, weight, stats, memory):
-        keep = select_mask(wanda_score(weight, stats), self.pattern, group="row")
+    def prune(self, name, weight, stats, memory, pattern=None):
+        keep = select_mask(wanda_score(weight, stats), pattern or self.pattern, group="row")
         return weight * keep, keep, None

@@ -1,0 +1,134 @@
+"""OWL's layer-wise allocation: the maths against hand-computed values, the outlier ratios against a
+full-model forward with hooks, the engine pruning each decoder layer at its allocated sparsity, and a job
+recording them with their mean at the target."""
+
+import copy
+
+import pytest
+import torch
+from conftest import TINY, compose
+
+from copal_exp.errors import ConfigError
+from copal_exp.models.anatomy import decoder_layers, find_linears
+from copal_exp.models.loading import build_tiny_llama
+from copal_exp.protocol.job import run_job
+from copal_exp.protocol.settings import validate
+from copal_exp.pruning.allocation import OWL, Allocation, outlier_ratio, owl_pruned_per_group, owl_sparsities
+from copal_exp.pruning.capture import capture_layer_inputs
+from copal_exp.pruning.engine import prune_model
+from copal_exp.pruning.masks import Pattern
+from copal_exp.pruning.methods import build_method
+
+SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_layers": 4, "num_heads": 4, "num_kv_heads": 2,
+         "context": 128, "init_seed": 3}
+
+
+def test_owl_maths_by_hand():
+    # normalised to [0, 2λ] = [0, .08, .16], centred: [-.08, 0, .08]; density 0.5 + that
+    assert owl_sparsities([1.0, 2.0, 3.0], 0.5, 0.08) == pytest.approx([0.58, 0.5, 0.42])
+    assert sum(owl_sparsities([4.0, 0.5, 7.0, 1.0], 0.7, 0.08)) / 4 == pytest.approx(0.7)
+    # N:M: normalised to [0, λ] = [0, 1, 2], centred [-1, 0, 1]: pruned per 4 = 2 - that
+    assert owl_pruned_per_group([1.0, 2.0, 3.0], Pattern.parse("nm", n=2, m=4), 2.0) == [3, 2, 1]
+    assert owl_pruned_per_group([1.0, 1.1, 1.2], Pattern.parse("nm", n=2, m=4), 0.5) == [2, 2, 2]
+    scores = [torch.tensor([1.0, 1.0, 1.0, 9.0]), torch.tensor([1.0, 1.0])]  # mean 14/6; 9 > 2 × mean
+    assert outlier_ratio(scores, 2.0) == pytest.approx(100 / 6)
+    owl = OWL(m=5.0, lam=0.08)
+    patterns = owl.patterns([1.0, float("nan"), 3.0], Pattern.parse("unstructured", ratio=0.5))
+    assert [p.ratio for p in patterns] == pytest.approx([0.58, 0.5, 0.42])  # a layer with nothing pruned: target
+    assert Allocation().patterns([1.0, 2.0], Pattern.parse("nm", n=2, m=4)) == [Pattern.parse("nm", n=2, m=4)] * 2
+
+
+@torch.no_grad()
+def reference_outlier_ratios(model, segments, m):
+    """Each decoder layer's outlier ratio from the input norms a full-model forward gives its linears."""
+    norms, handles = {}, []
+    for index, layer in enumerate(decoder_layers(model)):
+        for sub, lin in find_linears(layer).items():
+            norms[(index, sub)] = torch.zeros(lin.in_features)
+
+            def hook(module, args, output, key=(index, sub)):
+                norms[key] += args[0].reshape(-1, args[0].shape[-1]).pow(2).sum(0)
+            handles.append(lin.register_forward_hook(hook))
+    for row in segments:
+        model(row.unsqueeze(0), use_cache=False)
+    for h in handles:
+        h.remove()
+    ratios = []
+    for index, layer in enumerate(decoder_layers(model)):
+        scores = torch.cat([(lin.weight.abs() * norms[(index, sub)].sqrt()).reshape(-1)
+                            for sub, lin in find_linears(layer).items()])
+        ratios.append(float((scores > scores.mean() * m).float().mean()) * 100)
+    return ratios
+
+
+@pytest.mark.parametrize("pattern", [Pattern.parse("unstructured", ratio=0.6), Pattern.parse("nm", n=2, m=4)])
+def test_the_engine_prunes_each_layer_at_its_owl_sparsity(pattern):
+    from copal_exp.pruning.allocation import layer_outlier_ratios
+    from copal_exp.io.offload import Offloader
+
+    model, _ = build_tiny_llama(**SHAPE)
+    segments = torch.randint(0, 256, (3, 24))
+    m = 2.0
+    layers = decoder_layers(model)
+    inputs = capture_layer_inputs(model, segments)
+    ours = layer_outlier_ratios(layers, [find_linears(layer) for layer in layers], inputs, "cpu", m, Offloader("cpu"))
+    reference = reference_outlier_ratios(copy.deepcopy(model), segments, m)
+    assert ours == pytest.approx(reference, rel=1e-5, abs=1e-9) and len(set(ours)) > 1
+    lam = 0.08 if pattern.kind == "unstructured" else 2.0
+    allocation = OWL(m=m, lam=lam)
+    expected = allocation.patterns(reference, pattern)
+    masks, _ = prune_model(model, segments, build_method("wanda", pattern), progress=False, allocation=allocation)
+    for index, layer in enumerate(layers):
+        for sub in find_linears(layer):
+            keep = masks[f"model.layers.{index}.{sub}"]
+            if pattern.kind == "nm":
+                kept = keep.reshape(keep.shape[0], -1, pattern.m).sum(-1)
+                assert (kept == expected[index].n).all()
+            else:
+                assert ((~keep).sum(1) == int(keep.shape[1] * expected[index].ratio + 1e-9)).all()
+    if pattern.kind == "unstructured":
+        assert sum(p.ratio for p in expected) / len(expected) == pytest.approx(0.6)
+        assert max(p.ratio for p in expected) - min(p.ratio for p in expected) == pytest.approx(0.16)
+
+
+def test_owl_magnitude_uses_the_calibration_data_for_its_allocation():
+    model, _ = build_tiny_llama(**SHAPE)
+    segments = torch.randint(0, 256, (2, 16))
+    masks, _ = prune_model(model, segments, build_method("magnitude", Pattern.parse("unstructured", ratio=0.5)),
+                           progress=False, allocation=OWL(m=2.0, lam=0.08))
+    per_layer = {i: 1 - sum(int(masks[n].sum()) for n in masks if f".{i}." in n) /
+                 sum(masks[n].numel() for n in masks if f".{i}." in n) for i in range(4)}
+    assert len({round(v, 3) for v in per_layer.values()}) > 1
+    assert sum(per_layer.values()) / 4 == pytest.approx(0.5, abs=0.01)
+
+
+def test_a_job_records_the_allocation_per_step_with_its_mean_at_the_target(tmp_path, data_root):
+    args = [*TINY, f"data.root={data_root}", "method=wanda", "order=given", "sparsity.allocation=owl",
+            "sparsity.owl_m=2"]
+    results = run_job(compose(args), tmp_path)
+    assert results["config"]["sparsity"]["owl_lambda"] == 0.08  # the default, recorded
+    assert results["sparsity"]["allocation"] == {"kind": "owl", "m": 2.0, "lambda": 0.08}
+    steps = results["permutations"][0]["layer_sparsity"]
+    assert len(steps) == 3
+    for per_layer in steps:
+        values = list(per_layer.values())
+        assert len(values) == 2 and values[0] != values[1]
+        assert sum(values) / len(values) == pytest.approx(0.5, abs=1 / 64)
+    assert results["sparsity"]["overall"] == pytest.approx(0.5, abs=1 / 64)
+    from copal_exp.reporting.runs import run_label
+
+    assert run_label(results) == "wanda (global) + owl"
+
+
+def test_owl_options_are_checked_before_anything_loads(data_root):
+    def refused(extra):
+        with pytest.raises(ConfigError) as info:
+            validate(compose([*TINY, f"data.root={data_root}", "method=wanda", *extra]))
+        return str(info.value)
+
+    assert "sparsity.allocation=owl only" in refused(["sparsity.owl_m=3"])
+    assert "sparsity.owl_lambda" in refused(["sparsity.allocation=owl", "sparsity.ratio=0.9"])
+    assert "sparsity.owl_m" in refused(["sparsity.allocation=owl", "sparsity.owl_m=-1"])
+    settings = validate(compose([*TINY, f"data.root={data_root}", "method=sparsegpt", "sparsity=2:4",
+                                 "sparsity.allocation=owl"]))
+    assert settings.allocation == OWL(m=6.0, lam=2.0)
