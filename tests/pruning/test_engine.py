@@ -46,6 +46,9 @@ def reference_prune(model, segments, method):
     ("sparsegpt", {"blocksize": 32}, Pattern.parse("nm", n=2, m=4)),
     ("copal", {"granularity": "segment", "group": "layer"}, Pattern.parse("unstructured", ratio=0.6)),
     ("copal", {"granularity": "token", "group": "row"}, Pattern.parse("nm", n=4, m=8)),
+    ("ria", {}, Pattern.parse("unstructured", ratio=0.5)),
+    ("dsnot", {"update_threshold": 0.0}, Pattern.parse("unstructured", ratio=0.6)),
+    ("dsnot", {"base": "sparsegpt", "skip_layer": "no_skip"}, Pattern.parse("nm", n=2, m=4)),
 ])
 def test_layerwise_engine_matches_full_forward_reference(name, options, pattern):
     model, _ = build_tiny_llama(TINY)

@@ -40,11 +40,11 @@ class RememberingWanda(PruningMethod):
     def accumulate(self, stats, inputs, outputs, bias):
         return accumulate_input_norms(stats, inputs)
 
-    def prune(self, name, weight, stats, memory):
+    def prune(self, name, weight, stats, memory, pattern=None):
         score = wanda_score(weight, stats)
         if memory is not None:
             score = score + self.opts.decay * memory
-        keep = select_mask(score, self.pattern, group="row")
+        keep = select_mask(score, pattern or self.pattern, group="row")
         return weight * keep, keep, score
 
 
