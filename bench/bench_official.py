@@ -36,7 +36,8 @@ from bench_peer import commit, write_inputs  # noqa: E402
 from copal_exp.metrics.transfer import decoder_index  # noqa: E402
 
 #: (config, pattern, λ, M): OWL at the official README's settings (λ 0.08, M 5; N:M: λ 2, M 6)
-RUNS = [("wanda+owl", "0.5", 0.08, 5.0), ("wanda+owl", "0.7", 0.08, 5.0), ("sparsegpt+owl", "0.5", 0.08, 5.0),
+RUNS = [("wanda", "0.5", 0, 0), ("wanda", "0.7", 0, 0), ("sparsegpt", "0.5", 0, 0),  # uniform references (OWL's repo)
+        ("wanda+owl", "0.5", 0.08, 5.0), ("wanda+owl", "0.7", 0.08, 5.0), ("sparsegpt+owl", "0.5", 0.08, 5.0),
         ("wanda+owl-nm", "2:4", 2.0, 6.0), ("ria", "0.5", 0, 0), ("ria", "2:4", 0, 0), ("dsnot", "0.5", 0, 0),
         ("dsnot", "2:4", 0, 0)]
 STUBS = {"save_results.py": "def save_time_result(*args, **kwargs):\n    pass\n",
@@ -76,7 +77,10 @@ def compare(official: dict, ours: dict) -> dict:
         block[0] += int(theirs.sum())
         block[1] += int(mine.sum())
         block[2] += theirs.numel()
-    return {"agreement": agree / total, "min_layer_agreement": min(layers.values()),
+    first = next((name for name, v in layers.items() if v < 1.0), None)
+    return {"agreement": agree / total, "first_differing_linear": first,
+            "pruned_official_minus_ours": sum(int(official["pruned"][n].sum()) - int(ours["pruned"][n].sum())
+                                              for n in official["pruned"]), "min_layer_agreement": min(layers.values()),
             "layers_identical": sum(v == 1.0 for v in layers.values()), "layers": len(layers),
             "per_layer_agreement": layers,
             "decoder_layer_sparsity": {str(i): {"official": o / n, "ours": m / n} for i, (o, m, n) in sorted(sparsity.items())},
@@ -119,7 +123,8 @@ def main() -> None:
                 sides[side] = torch.load(out)
             row = {"config": config, "pattern": pattern, "lambda": lam, "M": m, **compare(sides["official"], sides["ours"])}
             print(f"{config:>14} {pattern:>4}: agreement {row['agreement']:.6f} (min layer {row['min_layer_agreement']:.6f}, "
-                  f"{row['layers_identical']}/{row['layers']} identical), ppl official {row['ppl']['official']:.3f} "
+                  f"{row['layers_identical']}/{row['layers']} identical, first {row['first_differing_linear']}, "
+                  f"{row['pruned_official_minus_ours']:+d} pruned), ppl official {row['ppl']['official']:.3f} "
                   f"ours {row['ppl']['ours']:.3f}, s {row['seconds']['official']:.1f} / {row['seconds']['ours']:.1f}",
                   flush=True)
             results.append(row)

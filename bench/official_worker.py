@@ -28,7 +28,9 @@ from copal_exp.models.anatomy import prunable_linears  # noqa: E402
 
 #: config name -> (official package, function, its args, our method, our options, allocation)
 CONFIGS = {
+    "wanda": ("owl", "prune_wanda", {}, "wanda", {}, False),
     "wanda+owl": ("owl", "prune_wanda_outlier", {}, "wanda", {}, True),
+    "sparsegpt": ("owl", "prune_sparsegpt", {}, "sparsegpt", {}, False),
     "sparsegpt+owl": ("owl", "prune_sparsegpt_outlier", {}, "sparsegpt", {}, True),
     "wanda+owl-nm": ("owl", "prune_wanda_outlier_structure", {}, "wanda", {}, True),
     "ria": ("ria", "prune_ria", {"prune_method": "ria"}, "ria", {}, False),
@@ -81,7 +83,7 @@ def run_official(model, segments, config, pattern, lam, m, official_dir):
                            lsa=False, gptq=False, per_outneuron=False, reconstruction=False, semi_sparse_acc=False,
                            importance_score="sum", max_cycle_time=50, update_threshold=0.1, pow_of_var_regrowing=1.0,
                            pow_of_var_pruning=1.0, skip_layer="mlp", skip_sub_layer="no_skip", without_same_sign=True,
-                           get_time_overhead=False, **extra)
+                           get_time_overhead=False, without_DSnoT=False, **extra)
     prune_n, prune_m = (pattern.m - pattern.n, pattern.m) if nm else (0, 0)  # their N is the number pruned
     getattr(module, function)(args, model, None, torch.device("cpu"), prune_n=prune_n, prune_m=prune_m)
 
