@@ -27,7 +27,7 @@ def experiment(data_root, *overrides):
     return exp, exp.run()
 
 
-@pytest.mark.parametrize("method", ["magnitude", "wanda"])
+@pytest.mark.parametrize("method", ["magnitude", "wanda", "ria"])
 def test_sequential_init_baselines_show_weight_stasis(tmp_path, data_root, method):
     results = run(tmp_path, data_root, f"method={method}", "method.init=sequential")
     assert len(results["permutations"]) == 6

@@ -116,8 +116,15 @@ def test_a_job_records_the_allocation_per_step_with_its_mean_at_the_target(tmp_p
         assert sum(values) / len(values) == pytest.approx(0.5, abs=1 / 64)
     assert results["sparsity"]["overall"] == pytest.approx(0.5, abs=1 / 64)
     from copal_exp.reporting.runs import run_label
+    from copal_exp.reporting.tables import table2
 
     assert run_label(results) == "wanda (global) + owl"
+    uniform = run_job(compose([*TINY, f"data.root={data_root}", "method=wanda", "order=given"]), tmp_path / "uniform")
+    frame = table2([results, uniform]).set_index("method")
+    import pandas as pd
+
+    assert pd.isna(frame.loc["wanda (global) + owl", "paper LLaMA-7B a_ppl"])  # the paper never ran OWL
+    assert not pd.isna(frame.loc["wanda (global)", "paper LLaMA-7B a_ppl"])
 
 
 def test_owl_options_are_checked_before_anything_loads(data_root):
