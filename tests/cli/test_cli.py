@@ -39,13 +39,13 @@ def test_design_card_command_verbatim(tmp_path, data_root):
 @pytest.mark.subprocess
 def test_help_and_cfg_job(tmp_path, data_root):
     proc = cli(["--help"], tmp_path, data_root)
-    assert proc.returncode == 0 and "method: copal, dense, magnitude, sparsegpt, wanda" in proc.stdout
+    assert proc.returncode == 0 and "method: copal, dense, dsnot, magnitude, ria, sparsegpt, wanda" in proc.stdout
     for args in (["method=wanda", "sparsity=4:8", "--cfg", "job"], ["method=wanda", "--cfg", "job", "sparsity=4:8"],
                  ["--cfg", "job", "method=wanda", "sparsity=4:8"]):  # anywhere on the line, as the README says
         proc = cli(args, tmp_path, data_root)
         assert proc.returncode == 0 and "name: wanda" in proc.stdout and "m: 8" in proc.stdout, args
     proc = cli(["method=wanda", "--help", "sparsity=4:8"], tmp_path, data_root)
-    assert proc.returncode == 0 and "method: copal, dense, magnitude, sparsegpt, wanda" in proc.stdout
+    assert proc.returncode == 0 and "method: copal, dense, dsnot, magnitude, ria, sparsegpt, wanda" in proc.stdout
 
 
 @pytest.mark.subprocess
