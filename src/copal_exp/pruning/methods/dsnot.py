@@ -105,6 +105,17 @@ def _pointers(rows: int, last: int, device) -> tuple[torch.Tensor, torch.Tensor]
     return pointers, steps
 
 
+def _start(contribution, pruned_at, kept_at, variance, power):
+    """The base mask, each row's reconstruction error (its pruned contributions' sum) and that error's sign, and
+    the order in which pruned weights are offered for growth (contribution / Var(x)^γ, kept weights at 0)."""
+    pruned = torch.zeros_like(contribution, dtype=torch.bool).scatter_(1, pruned_at, True)
+    grow = contribution.clone().scatter_(1, kept_at, 0)
+    error = grow.sum(dim=1, keepdim=True)
+    if power:
+        grow = grow / variance.reshape(1, -1).pow(power)
+    return pruned, error, torch.sign(error), torch.sort(grow, dim=1, stable=True).indices
+
+
 def dsnot_unstructured(contribution: torch.Tensor, base: torch.Tensor, wanda: torch.Tensor, variance: torch.Tensor,
                        ratio: float, cycles: int = 50, threshold: float = 0.1, power: float = 1.0,
                        same_sign: bool = False) -> torch.Tensor:
@@ -115,13 +126,7 @@ def dsnot_unstructured(contribution: torch.Tensor, base: torch.Tensor, wanda: to
     k = int(cols * ratio)
     order = torch.sort(base, dim=1, stable=True).indices
     pruned_at, kept_at = order[:, :k], order[:, k:]
-    pruned = torch.zeros_like(base, dtype=torch.bool).scatter_(1, pruned_at, True)
-    grow = contribution.clone().scatter_(1, kept_at, 0)
-    error = grow.sum(dim=1, keepdim=True)
-    first_sign = torch.sign(error)
-    if power:
-        grow = grow / variance.reshape(1, -1).pow(power)
-    grow_order = torch.sort(grow, dim=1, stable=True).indices
+    pruned, error, first_sign, grow_order = _start(contribution, pruned_at, kept_at, variance, power)
     candidates = wanda.clone().scatter_(1, pruned_at, float("inf"))
     kept_by_wanda = torch.sort(candidates, dim=1, stable=True).indices[:, : cols - k]
     prune_order = kept_by_wanda.gather(1, sign_order(contribution.gather(1, kept_by_wanda)))
@@ -152,13 +157,7 @@ def dsnot_nm(contribution: torch.Tensor, base: torch.Tensor, variance: torch.Ten
     groups = groups + torch.arange(0, cols, m, device=base.device).reshape(1, -1, 1)
     pruned_at = groups[..., :n_pruned].reshape(rows, -1)
     kept_at = groups[..., n_pruned:].reshape(rows, -1)
-    pruned = torch.zeros_like(base, dtype=torch.bool).scatter_(1, pruned_at, True)
-    grow = contribution.clone().scatter_(1, kept_at, 0)
-    error = grow.sum(dim=1, keepdim=True)
-    first_sign = torch.sign(error)
-    if power:
-        grow = grow / variance.reshape(1, -1).pow(power)
-    grow_order = torch.sort(grow, dim=1, stable=True).indices
+    pruned, error, first_sign, grow_order = _start(contribution, pruned_at, kept_at, variance, power)
     score = base.clone().scatter_(1, pruned_at, float("inf"))
     spent = score.max(dim=1, keepdim=True).values + 1  # a kept weight once offered is never offered again
     grow_ptr, grow_step = _pointers(rows, cols - 1, base.device)

@@ -19,8 +19,8 @@ import torch
 
 from copal_exp.config.fields import number
 from copal_exp.pruning.masks import select_mask
-from copal_exp.pruning.methods.registry import PruningMethod, register
-from copal_exp.pruning.methods.wanda import accumulate_input_norms
+from copal_exp.pruning.methods.registry import register
+from copal_exp.pruning.methods.wanda import Wanda
 
 GROUPS = ("layer", "row")
 
@@ -39,7 +39,9 @@ def ria_score(weight: torch.Tensor, sq_norms: torch.Tensor, a: float = 0.5) -> t
 
 
 @register("ria")
-class RIA(PruningMethod):
+class RIA(Wanda):
+    """Wanda's statistics (the inputs' squared norms), RIA's score and comparison group."""
+
     @dataclass
     class Options:
         a: float = 0.5  # exponent of the activation norm (official --a)
@@ -51,16 +53,6 @@ class RIA(PruningMethod):
                 raise ValueError(f"method.a={self.a!r}: the exponent of the activation norm must be >= 0")
             if self.group not in GROUPS:
                 raise ValueError(f"method.group={self.group!r}: allowed values are {GROUPS}")
-
-    @classmethod
-    def statistics_bytes(cls, d_out, d_in):
-        return 4 * d_in  # float32 squared input norms
-
-    def new_statistics(self, weight):
-        return torch.zeros(weight.shape[1], dtype=torch.float32, device=weight.device)
-
-    def accumulate(self, stats, inputs, outputs, bias):
-        return accumulate_input_norms(stats, inputs)
 
     def prune(self, name, weight, stats, memory, pattern=None):
         keep = select_mask(ria_score(weight, stats, self.opts.a), pattern or self.pattern, group=self.opts.group)
