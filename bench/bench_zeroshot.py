@@ -7,7 +7,7 @@ Perplexity: ``perplexity`` over ``--windows`` WikiText-2 windows of 256 tokens. 
 ``limit`` examples each, at batch size 1 and 8; the tokens it runs are counted at the model's forward
 (every ``input_ids`` entry the harness feeds, its padding included; at batch size 1 there is none, so that
 count is the real tokens of both). Median seconds
-of ``--repeats`` after one warm-up run each. Writes ``bench/results/zeroshot-<commit>-<time>.json``.
+of ``--repeats`` after one warm-up run each (``bench_eval.median_seconds``). Writes ``bench/results/zeroshot-<commit>-<time>.json``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_eval import SMOLLM2  # noqa: E402
+from bench_eval import SMOLLM2, median_seconds  # noqa: E402
 from bench_peer import commit  # noqa: E402
 
 from copal_exp.data import load_dataset_splits  # noqa: E402
@@ -36,16 +35,6 @@ from copal_exp.evaluation.zeroshot import harness  # noqa: E402
 from copal_exp.evaluation.zeroshot.tasks import TASK_SETS  # noqa: E402
 from copal_exp.io.paths import default_root  # noqa: E402
 from copal_exp.models.loading import load_model  # noqa: E402
-
-
-def timed(fn, repeats: int) -> float:
-    fn()
-    runs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs)
 
 
 def main() -> None:
@@ -60,7 +49,7 @@ def main() -> None:
     model.eval()
     windows = load_dataset_splits("wikitext2", tokenizer, root=default_root(), nsamples=1, seqlen=256, seed=0,
                                   max_windows=args.windows).evaluation
-    ppl_seconds = timed(lambda: perplexity(model, windows), args.repeats)
+    ppl_seconds = median_seconds(lambda: perplexity(model, windows), args.repeats)
     tasks = list(TASK_SETS["wanda7"])
     counts = {"fed": 0, "forwards": 0}
 
@@ -73,11 +62,11 @@ def main() -> None:
     zeroshot = {}
     for batch in (1, 8):
         counts.update(fed=0, forwards=0)
-        harness.evaluate(model, tokenizer, tasks, limit=args.limit, device="cpu", batch_size=batch)  # warm-up + count
-        per_run = dict(counts)
+        seconds = median_seconds(lambda b=batch: harness.evaluate(model, tokenizer, tasks, limit=args.limit, device="cpu",
+                                                                  batch_size=b), args.repeats)
+        runs = args.repeats + 1  # median_seconds' warm-up and the timed repeats, each the same requests
+        per_run = {key: value // runs for key, value in counts.items()}
         per_run["real"] = zeroshot["batch_1"]["fed"] if batch > 1 else per_run["fed"]  # batch 1 pads nothing
-        seconds = timed(lambda b=batch: harness.evaluate(model, tokenizer, tasks, limit=args.limit, device="cpu",
-                                                         batch_size=b), args.repeats)
         zeroshot[f"batch_{batch}"] = {"seconds": seconds, **per_run, "tokens_per_s": per_run["fed"] / seconds,
                                       "real_tokens_per_s": per_run["real"] / seconds}
         print(f"zero-shot batch {batch}: {seconds:.1f} s, {per_run['forwards']} forwards, {per_run['fed']} tokens fed "
