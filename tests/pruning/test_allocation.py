@@ -107,7 +107,7 @@ def test_a_job_records_the_allocation_per_step_with_its_mean_at_the_target(tmp_p
             "sparsity.owl_m=2"]
     results = run_job(compose(args), tmp_path)
     assert results["config"]["sparsity"]["owl_lambda"] == 0.08  # the default, recorded
-    assert results["sparsity"]["allocation"] == {"kind": "owl", "m": 2.0, "lambda": 0.08}
+    assert results["sparsity"]["allocation"] == {"kind": "owl", "m": 2.0, "lambda": 0.08, "statistic": "wanda"}
     steps = results["permutations"][0]["layer_sparsity"]
     assert len(steps) == 3
     for per_layer in steps:
@@ -139,6 +139,71 @@ def test_owl_options_are_checked_before_anything_loads(data_root):
     settings = validate(compose([*TINY, f"data.root={data_root}", "method=sparsegpt", "sparsity=2:4",
                                  "sparsity.allocation=owl"]))
     assert settings.allocation == OWL(m=6.0, lam=2.0)
+    message = refused(["sparsity.allocation=owl", "sparsity.owl_statistic=accumulated"])
+    assert "sparsity.owl_statistic=accumulated" in message and "method=copal" in message and "wanda" in message
+    assert "allowed values" in refused(["sparsity.allocation=owl", "sparsity.owl_statistic=hessian"])
+    assert "sparsity.allocation=owl only" in refused(["sparsity.owl_statistic=wanda"])
+    settings = validate(compose([*TINY, f"data.root={data_root}", "method=copal", "sparsity.allocation=owl",
+                                 "sparsity.owl_statistic=accumulated"]))
+    assert settings.allocation == OWL(m=5.0, lam=0.08, statistic="accumulated")
+
+
+@torch.no_grad()
+def reference_copal_outlier_ratios(model, segments, m, memory):
+    """Each decoder layer's outlier ratio of COPAL's score |W ⊙ (G_before + G)| with G = Σ_tokens |2 ΔY Xᵀ|,
+    ΔY = 2Y, taken directly from the inputs and outputs a full-model forward gives each linear."""
+    sens, handles = {}, []
+    for index, layer in enumerate(decoder_layers(model)):
+        for sub, lin in find_linears(layer).items():
+            sens[(index, sub)] = torch.zeros_like(lin.weight)
+
+            def hook(module, args, output, key=(index, sub)):
+                x, y = args[0].reshape(-1, args[0].shape[-1]), output.reshape(-1, output.shape[-1])
+                sens[key] += 4 * torch.einsum("to,ti->oi", y.abs(), x.abs())
+            handles.append(lin.register_forward_hook(hook))
+    for row in segments:
+        model(row.unsqueeze(0), use_cache=False)
+    for h in handles:
+        h.remove()
+    ratios = []
+    for index, layer in enumerate(decoder_layers(model)):
+        scores = [(lin.weight * (sens[(index, sub)] + memory.get(f"model.layers.{index}.{sub}", 0))).abs()
+                  for sub, lin in find_linears(layer).items()]
+        flat = torch.cat([s.reshape(-1) for s in scores])
+        ratios.append(float((flat > flat.mean() * m).float().mean()) * 100)
+    return ratios
+
+
+def test_owl_accumulated_counts_outliers_in_copals_score_over_every_step_so_far():
+    from copal_exp.pruning.methods.registry import Memory
+
+    model, _ = build_tiny_llama(SHAPE)
+    segments = torch.randint(0, 256, (3, 24))
+    m, pattern = 2.0, Pattern.parse("unstructured", ratio=0.5)
+    copal = build_method("copal", pattern)
+    linears = {f"model.layers.{i}.{sub}": lin for i, layer in enumerate(decoder_layers(model))
+               for sub, lin in find_linears(layer).items()}
+    first = reference_copal_outlier_ratios(copy.deepcopy(model), segments, m, {})
+    # memory from an earlier step: large on layer 3, so its scores follow that memory, not this step's data
+    generator = torch.Generator().manual_seed(0)
+    before = {name: torch.rand(lin.weight.shape, generator=generator) * (1e4 if ".3." in name else 1.0)
+              for name, lin in linears.items()}
+    later = reference_copal_outlier_ratios(copy.deepcopy(model), segments, m, before)
+    wanda = reference_outlier_ratios(copy.deepcopy(model), segments, m)
+    assert len({tuple(first), tuple(later), tuple(wanda)}) == 3
+    for memory, expected in ((None, first), (Memory(tensors=before, steps=1), later)):
+        allocation = OWL(m=m, lam=0.08, statistic="accumulated")
+        pruned = copy.deepcopy(model)
+        masks, carried = prune_model(pruned, segments, copal, progress=False, allocation=allocation, memory=memory)
+        target = allocation.patterns(expected, pattern)
+        for index in range(4):
+            layer_masks = [masks[n] for n in masks if f".{index}." in n]
+            sparsity = 1 - sum(int(k.sum()) for k in layer_masks) / sum(k.numel() for k in layer_masks)
+            assert sparsity == pytest.approx(target[index].ratio, abs=1 / 64)
+        assert carried.steps == (1 if memory is None else 2)
+    with pytest.raises(ValueError, match="carries memory"):
+        prune_model(copy.deepcopy(model), segments, build_method("wanda", pattern), progress=False,
+                    allocation=OWL(m=m, lam=0.08, statistic="accumulated"))
 
 
 @pytest.mark.parametrize("method", ["copal", "dsnot", "ria"])
@@ -152,3 +217,21 @@ def test_every_method_runs_the_continual_protocol_with_owl(tmp_path, data_root, 
     assert len(steps) == 3 and all(len(set(step.values())) > 2 for step in steps)
     assert len({tuple(step.values()) for step in steps}) > 1  # one allocation per step's calibration data
     assert all(row == row for row in results["permutations"][0]["ppl_matrix"][-1])
+
+
+def test_copal_with_the_accumulated_owl_statistic_runs_the_protocol(tmp_path, data_root):
+    args = [*TINY, f"data.root={data_root}", "method=copal", "order=given", "sparsity.allocation=owl",
+            "sparsity.owl_m=2", "data.nsamples=3", "model.num_layers=4"]
+    data = run_job(compose(args), tmp_path / "data")
+    accumulated = run_job(compose([*args, "sparsity.owl_statistic=accumulated"]), tmp_path / "accumulated")
+    assert accumulated["sparsity"]["allocation"]["statistic"] == "accumulated"
+    assert accumulated["config"]["sparsity"]["owl_statistic"] == "accumulated"
+    from copal_exp.reporting.runs import run_label
+
+    assert run_label(accumulated) == "copal (token, row) + owl (accumulated)"
+    assert run_label(data) == "copal (token, row) + owl"
+    steps = accumulated["permutations"][0]["layer_sparsity"]
+    assert len(steps) == 3 and all(len(set(step.values())) > 2 for step in steps)
+    for step in steps:
+        assert sum(step.values()) / len(step) == pytest.approx(0.5, abs=1 / 64)  # whole weights per row
+    assert steps != data["permutations"][0]["layer_sparsity"]

@@ -132,9 +132,13 @@ class SparsityConfig:
                                  "unstructured, 6 N:M, as the official README's commands)")
     owl_lambda: Optional[float] = key(None, "OWL's lambda: how far a layer's sparsity may move from the target "
                                       "(null: 0.08 unstructured, 2 N:M, as the official README's commands)")
+    owl_statistic: Optional[str] = key(None, "what OWL counts outliers in: wanda (the official: Wanda scores on "
+                                       "the step's data) or accumulated (a memory-carrying method's own score "
+                                       "over every step so far: COPAL's |W x G|) (null: wanda)",
+                                       choices=("wanda", "accumulated"))
 
 
-ALLOCATION_KEYS = ("allocation", "owl_m", "owl_lambda")
+ALLOCATION_KEYS = ("allocation", "owl_m", "owl_lambda", "owl_statistic")
 
 
 @dataclass

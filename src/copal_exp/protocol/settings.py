@@ -135,7 +135,7 @@ def check_allocation(sp: dict[str, Any], pattern: Pattern, cls: type[PruningMeth
     """``sparsity.allocation`` and its options, their defaults filled in by pattern (and recorded so)."""
     try:
         allocation = Allocation.from_config(sp, pattern)
-        allocation.check(pattern)
+        allocation.check(pattern, cls)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     require(allocation.uniform or cls.prunes,

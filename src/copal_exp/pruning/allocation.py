@@ -15,15 +15,21 @@ first, pruning-free pass); layers with more outliers are pruned less:
   within ``[0, M]``; so layers keep ``N ± 1`` (…) of every ``M`` and the mean is the target only up to the
   rounding (recorded per layer).
 
+What the outliers are counted in is ``sparsity.owl_statistic``: ``wanda`` (the official statistic above) or
+``accumulated`` — for a method that carries memory across steps (COPAL), its own score from that memory plus
+this step's statistics, taken in the same pass (COPAL: ``|W ⊙ (G_{t−1} + G_t)|``, so the allocation follows
+every domain seen so far, not the new one only; docs/design.md, "Allocation (OWL)", compares the two).
+
 The maths (:func:`outlier_ratio`, :func:`owl_sparsities`, :func:`owl_pruned_per_group`) are pure functions
-of plain tensors and lists; :func:`layer_outlier_ratios` runs the pass that measures them.
+of plain tensors and lists; :func:`layer_outlier_ratios` runs the pass that measures them, with the scores
+of an :class:`OutlierScores` (:class:`WandaScores` or :class:`MethodScores`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +39,7 @@ from copal_exp.io.offload import Offloader, discard, resident
 from copal_exp.models.anatomy import weight_matrix
 from copal_exp.pruning.capture import LayerInputs, run_layer
 from copal_exp.pruning.masks import Pattern
+from copal_exp.pruning.methods.registry import METHODS, PruningMethod
 from copal_exp.pruning.methods.wanda import accumulate_input_norms, wanda_score
 from copal_exp.registry import Registry
 
@@ -89,8 +96,11 @@ class Allocation:
         return not self.measures
 
     def measure(self, layers: Sequence[nn.Module], linears: Sequence[dict[str, nn.Module]], inputs: LayerInputs,
-                device, keep: Offloader) -> list[float]:
-        """Per decoder layer the statistic the allocation is made from (NaN: a layer with nothing pruned)."""
+                device, keep: Offloader, method: PruningMethod | None = None,
+                memory: Callable[[int, str], torch.Tensor | None] | None = None) -> list[float]:
+        """Per decoder layer the statistic the allocation is made from (NaN: a layer with nothing pruned).
+        ``method`` is the step's pruning method and ``memory(layer_index, sub)`` the memory it carries into
+        this step for that linear (``None`` for none)."""
         return [float("nan")] * len(layers)
 
     def patterns(self, measured: Sequence[float], pattern: Pattern) -> list[Pattern]:
@@ -125,12 +135,13 @@ class Allocation:
     keys: ClassVar[dict[str, str]] = {}
 
     @classmethod
-    def defaults(cls, pattern: Pattern) -> dict[str, float]:
+    def defaults(cls, pattern: Pattern) -> dict[str, Any]:
         """Option values when the config leaves them null (they may depend on the pattern)."""
         return {}
 
-    def check(self, pattern: Pattern) -> None:
-        """Raise ``ValueError`` naming ``sparsity.<key>`` for options that cannot run with ``pattern``."""
+    def check(self, pattern: Pattern, method: type[PruningMethod] | None = None) -> None:
+        """Raise ``ValueError`` naming ``sparsity.<key>`` for options that cannot run with ``pattern`` (and
+        ``method``, the job's method class, when given)."""
 
     @classmethod
     def from_config(cls, sparsity: dict | None, pattern: Pattern | None = None) -> "Allocation":
@@ -146,7 +157,8 @@ class Allocation:
                                      f"only; this job has sparsity.allocation={entry.name}")
         given = {f: sparsity[k] for f, k in entry.keys.items() if sparsity.get(k) is not None}
         filled = {**(entry.defaults(pattern) if pattern is not None else {}), **given}
-        return entry(**{f: float(v) for f, v in filled.items()})
+        types = {f.name: f.type for f in dataclasses.fields(entry)}
+        return entry(**{f: v if types[f] in (str, "str") else float(v) for f, v in filled.items()})
 
     def config_values(self) -> dict[str, object]:
         """The ``sparsity`` keys of its options, as recorded (defaults filled in)."""
@@ -163,15 +175,24 @@ class OWL(Allocation):
     the official README's commands (M 5, λ 0.08 unstructured; M 6, λ 2 for N:M)."""
 
     measures: ClassVar[bool] = True
-    keys: ClassVar[dict[str, str]] = {"m": "owl_m", "lam": "owl_lambda"}
+    keys: ClassVar[dict[str, str]] = {"m": "owl_m", "lam": "owl_lambda", "statistic": "owl_statistic"}
     m: float = 5.0
     lam: float = 0.08
+    statistic: str = "wanda"
 
     @classmethod
     def defaults(cls, pattern):
-        return {"m": 6.0, "lam": 2.0} if pattern.kind == "nm" else {"m": 5.0, "lam": 0.08}
+        nm = pattern.kind == "nm"
+        return {"m": 6.0 if nm else 5.0, "lam": 2.0 if nm else 0.08, "statistic": "wanda"}
 
-    def check(self, pattern):
+    def check(self, pattern, method=None):
+        if self.statistic not in OWL_STATISTICS:
+            raise ValueError(f"sparsity.owl_statistic={self.statistic!r}: allowed values are {OWL_STATISTICS}")
+        if self.statistic == "accumulated" and method is not None and not method.carries_memory:
+            carrying = sorted(name for name, cls in METHODS.items() if cls.carries_memory)
+            raise ValueError(f"sparsity.owl_statistic=accumulated: method={method.name} carries no memory across "
+                             f"steps to accumulate; it applies to method={'|'.join(carrying)} (allowed for "
+                             f"method={method.name}: wanda)")
         if not self.m > 0:
             raise ValueError(f"sparsity.owl_m={self.m!r}: must be > 0 (outliers lie above M x the layer's mean score)")
         if not self.lam > 0:
@@ -181,8 +202,14 @@ class OWL(Allocation):
                              f"allocated up to {pattern.ratio + 2 * self.lam:.2f} sparsity; allowed: owl_lambda < "
                              f"{(1 - pattern.ratio) / 2:.3f}")
 
-    def measure(self, layers, linears, inputs, device, keep):
-        return layer_outlier_ratios(layers, linears, inputs, device, self.m, keep)
+    def measure(self, layers, linears, inputs, device, keep, method=None, memory=None):
+        if self.statistic == "accumulated":
+            if method is None or not method.carries_memory:
+                raise ValueError("sparsity.owl_statistic=accumulated needs a method that carries memory")
+            scores: OutlierScores = MethodScores(method, memory or (lambda index, sub: None))
+        else:
+            scores = WandaScores()
+        return layer_outlier_ratios(layers, linears, inputs, device, self.m, keep, scores)
 
     def allocate(self, measured, pattern):
         if pattern.kind == "nm":
@@ -192,22 +219,74 @@ class OWL(Allocation):
 
     @property
     def record(self) -> dict:
-        return {"kind": self.name, "m": self.m, "lambda": self.lam}
+        return {"kind": self.name, "m": self.m, "lambda": self.lam, "statistic": self.statistic}
+
+    @property
+    def label(self) -> str:
+        return " + owl" if self.statistic == "wanda" else f" + owl ({self.statistic})"
+
+
+#: ``sparsity.owl_statistic``: what OWL counts outliers in
+OWL_STATISTICS = ("wanda", "accumulated")
+
+
+class OutlierScores:
+    """The per-weight scores a layer's outlier ratio is counted in: statistics folded from the linear's
+    calibration inputs and outputs (as a method's ``new_statistics``/``accumulate``), then ``score``."""
+
+    def new(self, index: int, sub: str, weight: torch.Tensor) -> Any:
+        raise NotImplementedError
+
+    def accumulate(self, stats: Any, inputs: torch.Tensor, outputs: torch.Tensor, bias: torch.Tensor | None) -> Any:
+        raise NotImplementedError
+
+    def score(self, index: int, sub: str, weight: torch.Tensor, stats: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class WandaScores(OutlierScores):
+    """The official statistic: Wanda's ``|W_ij| · ‖X_j‖₂``."""
+
+    def new(self, index, sub, weight):
+        return torch.zeros(weight.shape[1], dtype=torch.float32, device=weight.device)
+
+    def accumulate(self, stats, inputs, outputs, bias):
+        return accumulate_input_norms(stats, inputs)
+
+    def score(self, index, sub, weight, stats):
+        return wanda_score(weight, stats)
+
+
+class MethodScores(OutlierScores):
+    """A memory-carrying method's own score: its statistics of this step on top of ``memory(index, sub)``,
+    the memory it carries into the step (:meth:`PruningMethod.outlier_scores`)."""
+
+    def __init__(self, method: PruningMethod, memory: Callable[[int, str], torch.Tensor | None]):
+        self.method, self.memory = method, memory
+
+    def new(self, index, sub, weight):
+        return self.method.new_statistics(weight)
+
+    def accumulate(self, stats, inputs, outputs, bias):
+        return self.method.accumulate(stats, inputs, outputs, bias)
+
+    def score(self, index, sub, weight, stats):
+        return self.method.outlier_scores(weight, stats, self.memory(index, sub))
 
 
 @torch.no_grad()
 def layer_outlier_ratios(layers: Sequence[nn.Module], linears: Sequence[dict[str, nn.Module]], inputs: LayerInputs,
-                         device, m: float, keep: Offloader) -> list[float]:
+                         device, m: float, keep: Offloader, scores: OutlierScores | None = None) -> list[float]:
     """OWL's first pass: the calibration segments run through the decoder layers as they are (nothing is
-    pruned), and each layer's outlier ratio of the Wanda scores of ``linears[i]`` (its pruned linears) is
-    taken (NaN for a layer with none). ``inputs`` (the layers' captured inputs) is left as it was; the
-    activations in between wait where ``keep`` puts them."""
+    pruned), and each layer's outlier ratio of the ``scores`` (default Wanda's) of ``linears[i]`` (its pruned
+    linears) is taken (NaN for a layer with none). ``inputs`` (the layers' captured inputs) is left as it
+    was; the activations in between wait where ``keep`` puts them."""
+    scores = scores or WandaScores()
     hidden, ratios = inputs.hidden, []
     for index, (layer, subset) in enumerate(zip(layers, linears)):
         with resident(layer, device):
-            norms = {sub: torch.zeros(weight_matrix(lin).shape[1], dtype=torch.float32, device=lin.weight.device)
-                     for sub, lin in subset.items()}
-            handles = [lin.register_forward_hook(_norms_hook(norms, sub)) for sub, lin in subset.items()]
+            stats = {sub: scores.new(index, sub, weight_matrix(lin)) for sub, lin in subset.items()}
+            handles = [lin.register_forward_hook(_stats_hook(scores, stats, sub)) for sub, lin in subset.items()]
             try:
                 last = index + 1 == len(layers)
                 outputs = run_layer(layer, LayerInputs(hidden, inputs.args, inputs.kwargs), device, index,
@@ -215,16 +294,17 @@ def layer_outlier_ratios(layers: Sequence[nn.Module], linears: Sequence[dict[str
             finally:
                 for handle in handles:
                     handle.remove()
-            scores = [wanda_score(weight_matrix(lin), norms[sub]) for sub, lin in subset.items()]
-            ratios.append(outlier_ratio(scores, m) if scores else float("nan"))
+            per_linear = [scores.score(index, sub, weight_matrix(lin), stats.pop(sub)) for sub, lin in subset.items()]
+            ratios.append(outlier_ratio(per_linear, m) if per_linear else float("nan"))
+            del per_linear
         if hidden is not inputs.hidden:
             discard(hidden)
         hidden = outputs
     return ratios
 
 
-def _norms_hook(norms: dict[str, torch.Tensor], sub: str):
+def _stats_hook(scores: OutlierScores, stats: dict[str, Any], sub: str):
     def record(module, args, output):
-        norms[sub] = accumulate_input_norms(norms[sub], args[0].detach())
+        stats[sub] = scores.accumulate(stats[sub], args[0].detach(), output.detach(), module.bias)
 
     return record

@@ -103,7 +103,8 @@ def prune_model(
     patterns = [method.pattern] * len(layers)
     if allocation.measures:
         with timer("allocation"):
-            measured = allocation.measure(layers, selected, inputs, device, activations)
+            measured = allocation.measure(layers, selected, inputs, device, activations, method=method,
+                                          memory=_memory_of(previous, prefix, device))
         patterns = allocation.patterns(measured, method.pattern)
     if not method.uses_calibration and inputs is not None:  # the allocation's pass only: nothing to propagate
         discard(inputs.hidden)
@@ -143,6 +144,15 @@ def prune_model(
     if inputs is not None:
         discard(inputs.hidden)
     return masks, carried
+
+
+def _memory_of(memory: Memory, prefix: str, device):
+    """``(layer index, sub) -> `` the memory a method carries into this step for that linear, or ``None``."""
+    def lookup(index: int, sub: str):
+        held = memory.tensors.get(f"{prefix}.{index}.{sub}")
+        return None if held is None else Offloader.load(held, device)
+
+    return lookup
 
 
 def _stats_hook(method: PruningMethod, stats: dict[str, Any], sub: str):

@@ -94,6 +94,9 @@ class Copal(PruningMethod):
             outputs = outputs - bias
         return accumulate_sensitivity(stats, inputs, outputs, self.opts.granularity, self.opts.epsilon)
 
+    def outlier_scores(self, weight, stats, memory):
+        return copal_score(weight, stats if memory is None else stats + memory)
+
     def prune(self, name, weight, stats, memory, pattern=None):
         total = stats if memory is None else stats + memory
         keep = select_mask(copal_score(weight, total), pattern or self.pattern, group=self.opts.group)

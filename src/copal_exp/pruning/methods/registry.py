@@ -122,6 +122,12 @@ class PruningMethod:
         method's own ``self.pattern``)."""
         raise NotImplementedError
 
+    def outlier_scores(self, weight: torch.Tensor, stats: Any, memory: torch.Tensor | None) -> torch.Tensor:
+        """The per-weight scores this method ranks ``weight`` by, from this step's ``stats`` and the memory
+        carried into the step (what ``sparsity.owl_statistic=accumulated`` counts outliers in; methods that
+        carry memory define it)."""
+        raise NotImplementedError(f"method={self.name} has no accumulated score for sparsity.owl_statistic")
+
 
 def method_class(name: str) -> type[PruningMethod]:
     return METHODS.get_entry(name, "method")
