@@ -97,7 +97,8 @@ def test_a_sweep_gets_a_wandb_view_that_matches_what_its_runs_logged(tmp_path, d
     assert "data.nsamples" in view["swept_keys"]
     logged = {key for r in runs for row in r["history"] for key in row}
     lines = [p for p in view["panels"] if p["type"] == "line"]
-    assert len(lines) == 2  # one per order of two datasets
+    assert len(lines) == 4  # per order of two datasets: its perplexities and its forgetting curve
+    assert {p["y"][0].split("/", 1)[1] for p in lines} == {"ppl/wikitext2", "forgetting"}
     for panel in lines:
         assert panel["x"] in logged and set(panel["y"]) <= logged
     (bar,) = [p for p in view["panels"] if p["type"] == "bar"]

@@ -124,3 +124,51 @@ def test_analysis_notebook_on_every_sweep_kind(kind, tmp_path, data_root, monkey
     assert (sweep / "notebook_matrices.png").is_file()
     if kind in ("fig1", "fig3"):
         assert (sweep / f"notebook_{kind}.png").is_file()
+
+
+def test_a_four_domain_stream_through_results_report_and_notebook(tmp_path, data_root, monkeypatch):
+    """T = 4 (three built-in domains and one of the user's own) with order=balanced: the forgetting table in
+    results.json and forgetting.csv, every report kind, the forgetting figure, and the notebook."""
+    import csv
+
+    import nbformat
+    from conftest import TINY, compose
+    from nbclient import NotebookClient
+
+    from copal_exp.protocol.job import run_job
+
+    text = tmp_path / "legal.txt"
+    text.write_text("\n\n".join(f"Clause {i}: the court shall hear the matter of party {i % 7} against party "
+                                f"{(i * 3) % 11} before the end of term {i % 4}." for i in range(400)))
+    sweep = tmp_path / "stream4"
+    base = [*TINY, f"data.root={data_root}", "datasets=[wikitext2,ptb,c4,legal]", "order=balanced",
+            f"+data.sources.legal.path={text}"]
+    jobs = {m: run_job(compose([*base, f"method={m}"]), sweep / str(k)) for k, m in enumerate(["wanda", "copal"])}
+    copal = jobs["copal"]
+    assert [len(p["order"]) for p in copal["permutations"]] == [4] * 4
+    assert copal["plan"]["orders"]["construction"] == "williams"
+    for p in copal["permutations"]:
+        table = p["forgetting"]
+        assert len(table) == 4 and all(v is None for v in table[0])
+        assert p["forgetting_curve"][-1] == pytest.approx(p["bwt"])
+    assert copal["forgetting"]["mean"][-1] == pytest.approx(copal["summary"]["a_bwt"])
+    assert copal["forgetting"]["worst"][-1] == pytest.approx(copal["summary"]["m_bwt"])
+    rows = list(csv.DictReader((sweep / "1" / "forgetting.csv").open()))
+    assert len(rows) == 4 * 6 and {r["dataset"] for r in rows} == {"wikitext2", "ptb", "c4", "legal"}
+
+    out = report(sweep, "--kind", "forgetting")
+    assert "step 4" in out and f"{copal['forgetting']['mean'][-1]:.3f}" in out
+    assert (sweep / "forgetting.png").stat().st_size > 5000
+    assert "legal BWT" in report(sweep, "--kind", "table3")
+    report(sweep)
+    assert (sweep / "ppl_matrices.png").stat().st_size > 5000
+    for kind in ("table1", "table2", "appendix_e"):
+        report(sweep, "--kind", kind)
+
+    monkeypatch.setenv("COPAL_SWEEP", str(sweep))
+    nb = nbformat.read(REPO / "notebooks" / "analysis.ipynb", as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
+    outputs = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+    assert "2 finished jobs" in outputs
+    assert (sweep / "notebook_forgetting.png").is_file() and (sweep / "notebook_matrices.png").is_file()

@@ -16,7 +16,7 @@ from pathlib import Path
 from copal_exp.errors import fail
 from copal_exp.io.results import RESULTS_FILE
 from copal_exp.protocol.jobdir import unwritable
-from copal_exp.reporting.figures import FIGURES, bwt_curve, heatmaps, zeroshot_curves
+from copal_exp.reporting.figures import FIGURES, bwt_curve, forgetting_curves, heatmaps, zeroshot_curves
 from copal_exp.reporting.runs import collect
 from copal_exp.reporting.tables import TABLES, write_table
 
@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         frame = TABLES[args.kind](runs)
         if frame.empty and args.kind == "zeroshot":
             fail(f"no job under {args.sweep} scored zero-shot tasks: run the jobs with eval.tasks=wanda7 (or a list)")
+        if frame.empty and args.kind == "forgetting":
+            fail(f"no pruning job under {args.sweep} has two steps or more: forgetting needs a stream of datasets")
         print(write_table(frame, out, name, skipped, runs))
         if args.kind == "table2":
             print("'paper LLaMA-7B' columns: the COPAL paper's Table 2, LLaMA-7B (global-init baselines), not this sweep's model")
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"heatmap: {heatmaps(runs, out / 'ppl_matrices.png')}")
         if args.kind == "zeroshot" and not args.no_figures and out:
             print(f"figure: {zeroshot_curves(runs, out / 'zeroshot.png')}")
+        if args.kind == "forgetting" and not args.no_figures and out:
+            print(f"figure: {forgetting_curves(runs, out / 'forgetting.png')}")
     if out is None:
         print(f"{blocked} cannot be written: the table is printed only (give --out DIR to write its files)",
               file=sys.stderr)

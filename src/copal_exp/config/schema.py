@@ -143,9 +143,13 @@ ALLOCATION_KEYS = ("allocation", "owl_m", "owl_lambda", "owl_statistic")
 
 @dataclass
 class OrderConfig:
-    kind: str = key("all_perms", "all_perms: every permutation of datasets; given: the list as written",
-                    choices=("all_perms", "given"))
+    kind: str = key("all_perms", "all_perms: every permutation of datasets; given: the list as written; sample: "
+                    "order.count permutations drawn with order.seed; balanced: a Latin square of T orders (every "
+                    "dataset once in every position)", choices=("all_perms", "given", "sample", "balanced"))
     index: Optional[int] = key(None, "run only the K-th order (sweepable: one permutation per job)", minimum=0)
+    count: Optional[int] = key(None, "order=sample: how many distinct orders to draw", minimum=1)
+    seed: int = key(0, "order=sample: the seed of the draw (recorded; the same orders on every machine)", minimum=0)
+    allow_large: bool = key(False, "order=all_perms: allow more than 6 orders (T > 3 datasets)")
 
 
 @dataclass

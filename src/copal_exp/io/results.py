@@ -18,6 +18,9 @@ RESULTS_FILE = "results.json"
 MATRICES_FILE = "ppl_matrices.csv"
 CSV_FIELDS = ["method", "init", "pattern", "order", "step", "step_dataset", "dataset", "ppl"]
 ZEROSHOT_FILE = "zeroshot.csv"
+FORGETTING_FILE = "forgetting.csv"
+FORGETTING_FIELDS = ["method", "init", "pattern", "order", "step", "step_dataset", "position", "dataset",
+                     "ppl_change"]
 ZEROSHOT_FIELDS = ["method", "init", "pattern", "order", "step", "step_dataset", "task", "acc", "acc_stderr",
                    "acc_norm", "acc_norm_stderr", "n", "split", "harness_split"]
 
@@ -39,6 +42,9 @@ class Permutation:
     complete: bool = True  # False while the order runs: its rows so far, no BWT yet
     zeroshot: list | None = None  # eval.tasks: per step, task -> acc/acc_norm/stderr/n (None: not scored there)
     layer_sparsity: list | None = None  # sparsity.allocation=owl: per step, decoder layer -> its allocated sparsity
+    # forgetting[t][j]: ppl change of the step-j domain after step t since right after step j (j < t; else None)
+    forgetting: list | None = None
+    forgetting_curve: list | None = None  # per step: mean of forgetting[t][:t] (None at step 1); last = bwt
 
 
 @dataclass
@@ -59,6 +65,7 @@ class JobResults:
     summary: dict = field(default_factory=dict)  # a-/m-bwt, a-/m-ppl over complete permutations
     per_dataset: dict = field(default_factory=dict)  # dataset -> bwt/ppl mean and std
     weight_stasis: bool | None = None  # every complete order ended with unchanged masks
+    forgetting: dict = field(default_factory=dict)  # forgetting curves over complete orders: mean/std/min/worst
     sparsity: dict = field(default_factory=dict)  # pattern, target, overall and per-layer of the last state
     plan: dict = field(default_factory=dict)  # prune steps and evaluations with and without the planner
     timings: dict = field(default_factory=dict)  # this process's wall seconds per phase, and total
@@ -137,6 +144,18 @@ def zeroshot_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def forgetting_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (permutation, step t, earlier position j < t): the forgetting table as long-form rows —
+    ``forgetting.csv`` and the W&B table."""
+    rows = []
+    for perm in results.get("permutations", []):
+        order = perm["order"]
+        for t, row in enumerate(perm.get("forgetting") or []):
+            rows += [{"order": ">".join(order), "step": t + 1, "step_dataset": order[t], "position": j + 1,
+                      "dataset": order[j], "ppl_change": row[j]} for j in range(t)]
+    return rows
+
+
 def _csv(fields: list[str], rows: list[dict[str, Any]]) -> str:
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=fields)
@@ -175,9 +194,10 @@ def write_results(results: dict[str, Any], out_dir: str | Path) -> Path:
              "step": row["step"], "step_dataset": row["step_dataset"], "dataset": name, "ppl": ppl}
             for row in matrix_rows(results) for name, ppl in row["ppl"].items()]
     write_text(out / MATRICES_FILE, _csv(CSV_FIELDS, rows))
+    job = {"method": method.get("name"), "init": method.get("init", ""), "pattern": pattern}
     if results.get("zeroshot"):
-        job = {"method": method.get("name"), "init": method.get("init", ""), "pattern": pattern}
         write_text(out / ZEROSHOT_FILE, _csv(ZEROSHOT_FIELDS, [{**job, **r} for r in zeroshot_rows(results)]))
+    write_text(out / FORGETTING_FILE, _csv(FORGETTING_FIELDS, [{**job, **r} for r in forgetting_rows(results)]))
     return out / RESULTS_FILE
 
 

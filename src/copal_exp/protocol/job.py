@@ -17,6 +17,7 @@ from copal_exp.io.paths import default_root
 from copal_exp.io.results import library_versions, write_results
 from copal_exp.models.anatomy import prunable_linears, weight_matrix
 from copal_exp.protocol.continual import export_state, load_state, model_identity
+from copal_exp.protocol.costs import describe_plan, record_costs
 from copal_exp.protocol.jobdir import (
     JobLock,
     check_configuration,
@@ -76,6 +77,7 @@ def run_job(cfg: DictConfig, out_dir: str | Path, hydra_cfg: DictConfig | None =
             return done
         if settings.state.export:
             check_export_target(settings.state.export)  # before the model loads, not after the whole job
+        log.info("%s", describe_plan(settings, settings.device, torch.get_num_threads()))
         return _run(settings, out_dir, store, hydra_cfg)
 
 
@@ -102,12 +104,13 @@ def _run(settings: Settings, out_dir: Path, store: StateStore, hydra_cfg=None) -
         tracker.update(results)
 
     experiment = None
+    windows: dict[str, int] = {}
     try:
         tokenizer = load_tokenizer(settings.model)
         data, data_root = load_job_data(settings, tokenizer)  # data problems surface before the model loads
         device = settings.device
-        windows = max(split.evaluation.shape[0] for split in data.values())
-        plan = plan_for_job(settings, device, windows, out_dir)  # refuses what cannot fit; decides residency
+        windows = {name: int(split.evaluation.shape[0]) for name, split in data.items()}
+        plan = plan_for_job(settings, device, max(windows.values()), out_dir)  # refuses what cannot fit; decides residency
         extra["memory_plan"] = plan.record()
         model, tokenizer = load_model(settings.model, device)
         check_model(settings, model)  # shapes and context, before any calibration
@@ -148,7 +151,10 @@ def _run(settings: Settings, out_dir: Path, store: StateStore, hydra_cfg=None) -
         except Exception as write_error:  # noqa: BLE001 - e.g. the disk is full: report the original error
             log.error("could not record the job's status in %s: %s", out_dir, write_error)
         tracker.finish(partial, failed=True)
+        if experiment is not None:
+            record_costs(settings, settings.device, torch.get_num_threads(), experiment.computed_states(), windows)
         raise
+    record_costs(settings, settings.device, torch.get_num_threads(), experiment.computed_states(), windows)
     extra["peak_rss_bytes"] = peak_rss_bytes()
     write_results({**results, **extra}, out_dir)
     tracker.finish(results)

@@ -71,6 +71,10 @@ class Experiment:
         self.scorer: TaskScorer | None = None  # eval.tasks: set when the job runs
         self.dense_zeroshot: dict[str, Any] | None = None
         self.results: dict[str, Any] = {}
+        self.computed: list[tuple] = []  # keys of the states this process computed (not restored)
+
+    def computed_states(self) -> list[ModelState]:
+        return [self.states[key] for key in self.computed if key in self.states]
 
     @property
     def states(self) -> dict[tuple, ModelState]:
@@ -167,6 +171,7 @@ class Experiment:
                 state = ModelState(key, ppl, masks.bits, sparsity_report(masks), seconds, zeroshot=zeroshot)
                 keep = bool(self.cache.children_left.get(key)) or (self.keep_final_state and t == len(order) - 1)
                 self.cache.add(state, keep_weights=sequential, memory=memory, keep_carry=keep)
+                self.computed.append(key)
                 self.cache.child_done(parent)
                 masks = memory = memory_before = parent = None  # what is not carried is freed now, not next step
                 return_freed_memory()
@@ -189,11 +194,17 @@ class Experiment:
         return self.states[self.plan.final_keys[order_index]]
 
     def plan_info(self) -> dict[str, Any]:
+        s = self.settings
+        order = s.resolved.get("order", {})
+        orders = {"kind": order.get("kind"), "index": order.get("index"),
+                  **(s.order_plan.record if s.order_plan else {}),
+                  **({"count_requested": order.get("count"), "seed": order.get("seed")}
+                     if order.get("kind") == "sample" else {})}
         if not self.method.prunes:
-            return {"prune_steps": 0, "evaluations": len(self.settings.datasets)}
-        return {"prune_steps": self.plan.prune_steps, "evaluations": self.plan.prune_steps * len(self.settings.datasets),
-                "prune_steps_without_planner": sum(len(o) for o in self.settings.orders),
-                "state_keys": "prefix" if self.plan.carries_state else "dataset"}
+            return {"prune_steps": 0, "evaluations": len(s.datasets), "orders": orders}
+        return {"prune_steps": self.plan.prune_steps, "evaluations": self.plan.prune_steps * len(s.datasets),
+                "prune_steps_without_planner": sum(len(o) for o in s.orders),
+                "state_keys": "prefix" if self.plan.carries_state else "dataset", "orders": orders}
 
     def assemble(self) -> dict[str, Any]:
         """Per-permutation matrices and every metric, from the distinct states computed so far."""

@@ -8,7 +8,6 @@ the registered source's or logger's own config, the method's options through the
 
 from __future__ import annotations
 
-import itertools
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -37,6 +36,7 @@ from copal_exp.errors import ConfigError
 from copal_exp.evaluation.zeroshot.tasks import resolve_tasks
 from copal_exp.models.anatomy import Selection
 from copal_exp.models.loading import model_settings
+from copal_exp.protocol.orders import OrderPlan, build_orders, pick
 from copal_exp.protocol.plan import Plan, make_plan
 from copal_exp.protocol.tracking import LOGGERS
 from copal_exp.pruning.allocation import Allocation
@@ -67,6 +67,8 @@ class Settings:
     prune: PruneConfig
     logger: LoggerConfig
     resolved: dict[str, Any] = field(default_factory=dict)
+    #: every order of ``order.kind`` before ``order.index`` picked (``orders``), and how they were built
+    order_plan: OrderPlan | None = None
 
     @cached_property
     def method_class(self) -> type[PruningMethod]:
@@ -110,14 +112,13 @@ register_method_configs()
 register_base()
 
 
-def plan_orders(datasets: list[str], kind: str, index: int | None) -> list[tuple[str, ...]]:
-    """The dataset orders a job runs: every permutation, or the list as given; ``index`` picks one."""
-    orders = list(itertools.permutations(datasets)) if kind == "all_perms" else [tuple(datasets)]
-    if index is None:
-        return orders
-    if not 0 <= index < len(orders):
-        raise ConfigError(f"order.index={index}: allowed values are 0..{len(orders) - 1} for order={kind}")
-    return [orders[index]]
+def plan_orders(datasets: list[str], section: dict[str, Any]) -> tuple[list[tuple[str, ...]], OrderPlan]:
+    """The dataset orders a job runs (``order.index`` picks one) and the whole set they were picked from."""
+    try:
+        every = build_orders(datasets, section)
+        return pick(every, section.get("index"), section["kind"]), every
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def check_logger(logger: Any) -> dict[str, Any]:
@@ -165,7 +166,9 @@ def validate(cfg: DictConfig | dict) -> Settings:
     require(len(set(datasets)) == len(datasets), f"datasets={datasets}: each dataset may appear once")
 
     c["order"] = order = coerce(section(c, "order"), OrderConfig, "order")
-    orders = plan_orders(datasets, order["kind"], order["index"])
+    require(order.get("count") is None or order["kind"] == "sample",
+            f"order.count={order.get('count')}: applies to order=sample only; this job has order={order['kind']}")
+    orders, order_plan = plan_orders(datasets, order)
 
     method = dict(section(c, "method"))
     name = method.pop("name")
@@ -213,7 +216,7 @@ def validate(cfg: DictConfig | dict) -> Settings:
                     model=model, data=instance(DataConfig, data),
                     eval=instance(EvalConfig, ev), run=instance(RunConfig, run), state=instance(StateConfig, state),
                     prune=instance(PruneConfig, prune), logger=instance(LOGGERS[logger["name"]].config, logger),
-                    resolved=c)
+                    resolved=c, order_plan=order_plan)
 
 
 def check_context(settings: Settings, context: int | None) -> None:

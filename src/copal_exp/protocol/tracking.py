@@ -19,7 +19,14 @@ from typing import Any, ClassVar, Optional
 
 from copal_exp.config.schema import LoggerConfig, key
 from copal_exp.errors import ConfigError
-from copal_exp.io.results import ZEROSHOT_FIELDS, code_version, matrix_rows, zeroshot_rows
+from copal_exp.io.results import (
+    FORGETTING_FIELDS,
+    ZEROSHOT_FIELDS,
+    code_version,
+    forgetting_rows,
+    matrix_rows,
+    zeroshot_rows,
+)
 from copal_exp.metrics.zeroshot import task_values
 from copal_exp.pruning.masks import Pattern
 from copal_exp.registry import Registry
@@ -216,6 +223,9 @@ class WandbLogger(NullLogger):
             scored = results["permutations"][k].get("zeroshot")
             scores = scored[t - 1] if scored else None
             ppl.update({f"zeroshot/{task}": value for task, value in task_values(scores or {}).items()})
+            curve = results["permutations"][k].get("forgetting_curve") or []
+            if t > 1 and len(curve) >= t and curve[t - 1] is not None:  # forgetting of the earlier domains so far
+                ppl["forgetting"] = curve[t - 1]
             self.run.log({"permutation": k, "order": row["order"], "step": t, "step_dataset": row["step_dataset"],
                           **ppl, "mask_change": row["mask_change"], "sparsity": row["sparsity"],
                           f"perm{k}/step": t, **{f"perm{k}/{name}": v for name, v in ppl.items()}})
@@ -253,6 +263,15 @@ class WandbLogger(NullLogger):
             over = results["zeroshot"].get("over_orders") or {}
             for task, v in over.items():
                 self.run.summary[f"zeroshot/{task}"] = v["mean"]
+        forgetting = forgetting_rows(results)
+        if forgetting:
+            columns = [f for f in FORGETTING_FIELDS if f not in ("method", "init", "pattern")]
+            payload["forgetting"] = wandb.Table(columns=columns, data=[[r[c] for c in columns] for r in forgetting])
+        curves = results.get("forgetting") or {}
+        for t, value in enumerate(curves.get("mean") or []):
+            if value is not None:
+                self.run.summary[f"forgetting/step{t + 1}_mean"] = value
+                self.run.summary[f"forgetting/step{t + 1}_worst"] = curves["worst"][t]
         self.run.log(payload)
         for key, value in (results.get("summary") or {}).items():
             self.run.summary[key] = value

@@ -126,3 +126,36 @@ def zeroshot_curves(runs: list[dict[str, Any]], path: Path) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def forgetting_curves(runs: list[dict[str, Any]], path: Path) -> Path | None:
+    """Forgetting against step: one line per job (the mean over its orders of each step's mean perplexity
+    change of the domains seen before), the band from the best to the worst order; ``None`` when no job has
+    two steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from copal_exp.reporting.tables import job_forgetting
+
+    swept = swept_keys(runs)
+    curves = [(job_label(r, swept), job_forgetting(r)) for r in runs if prunes(r)]
+    curves = [(label, f) for label, f in curves if f and f["steps"] > 1]
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for label, f in curves:
+        steps = list(range(2, f["steps"] + 1))
+        line = ax.plot(steps, f["mean"][1:], marker="o", lw=1.5, label=f"{label} ({f['orders']} orders)")[0]
+        ax.fill_between(steps, f["min"][1:], f["worst"][1:], color=line.get_color(), alpha=0.15, lw=0)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xticks(range(2, max(f["steps"] for _, f in curves) + 1))
+    ax.set_xlabel("step (domains seen so far)")
+    ax.set_ylabel("mean ppl change of earlier domains")
+    ax.set_title("forgetting along the stream (band: best to worst order)", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

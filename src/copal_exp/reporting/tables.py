@@ -218,8 +218,38 @@ def zeroshot_table(runs: list[dict[str, Any]]) -> pd.DataFrame:
     return frame.drop(columns="model") if frame["model"].nunique() <= 1 else frame
 
 
+def job_forgetting(r: dict[str, Any]) -> dict[str, Any]:
+    """A run's forgetting summary (:func:`~copal_exp.metrics.forgetting.forgetting_summary`) recomputed from its
+    complete permutations (so merged one-order jobs and older records work too)."""
+    from copal_exp.metrics.forgetting import forgetting_curve, forgetting_summary, forgetting_table
+
+    complete = [p for p in r["permutations"] if p.get("complete", True)]
+    columns = [[r["datasets"].index(d) for d in p["order"]] for p in complete]
+    curves = [forgetting_curve(forgetting_table(p["ppl_matrix"], c)) for p, c in zip(complete, columns)]
+    return forgetting_summary(curves) if curves and len({len(c) for c in curves}) == 1 else {}
+
+
+def forgetting_table_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
+    """Forgetting along the stream: per job, after each step t ≥ 2 the mean perplexity change of the domains
+    seen before t since right after each was calibrated, mean ± std over the job's orders, and the worst
+    order's value per step (the last step's mean is a-bwt, its worst m-bwt)."""
+    rows = []
+    for r in runs:
+        if not prunes(r):
+            continue
+        f = job_forgetting(r)
+        if not f or f["steps"] < 2:
+            continue
+        row = {"method": run_label(r), "pattern": pattern_label(r), "orders": f["orders"]}
+        for t in range(1, f["steps"]):
+            row[f"step {t + 1}"] = _pm(f["mean"][t], f["std"][t])
+        row["worst per step"] = " / ".join(f"{v:.3f}" for v in f["worst"][1:])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 TABLES = {"comparison": comparison_table, "table1": table1, "table2": table2, "table3": table3,
-          "appendix_e": appendix_e, "zeroshot": zeroshot_table}
+          "appendix_e": appendix_e, "zeroshot": zeroshot_table, "forgetting": forgetting_table_frame}
 
 
 def _fmt(v: Any) -> str:

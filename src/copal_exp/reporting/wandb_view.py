@@ -5,7 +5,8 @@
 Writes ``SWEEP_DIR/wandb_view.json``: the sweep's W&B groups (the run set's filter), the config keys
 that differ between its jobs (run-comparer columns; W&B flattens the config with dots), and the panels — the summary metrics side by
 side, one line plot per dataset order with each dataset's perplexity against that order's own step
-axis (``perm<k>/step``), and the ``ppl_matrices`` table. ``--upload`` (needs the
+axis (``perm<k>/step``) and, for a stream of several datasets, its forgetting curve (``perm<k>/forgetting``),
+and the ``ppl_matrices`` and ``forgetting`` tables. ``--upload`` (needs the
 ``wandb-workspaces`` package and a W&B login) saves it as a report in the project; offline runs
 must be synced first (``wandb sync SWEEP_DIR/*/wandb/offline-run-*``). Jobs the view leaves out (failed,
 interrupted, refused, unreadable: see ``copal_exp.reporting.runs.collect``) are listed under ``omitted``, in
@@ -47,7 +48,12 @@ def view_definition(sweep: Path, project: str | None = None, entity: str | None 
     for k in range(orders):
         panels.append({"type": "line", "title": f"order {k}: perplexity after each step", "x": f"perm{k}/step",
                        "y": [f"perm{k}/ppl/{d}" for d in datasets]})
+    if len(datasets) > 1:  # a stream: how much the earlier domains have lost after each step, per order
+        for k in range(orders):
+            panels.append({"type": "line", "title": f"order {k}: forgetting of the earlier domains (ppl points)",
+                           "x": f"perm{k}/step", "y": [f"perm{k}/forgetting"]})
     panels += [{"type": "table", "title": "perplexity matrices", "key": "ppl_matrices"},
+               *([{"type": "table", "title": "forgetting tables", "key": "forgetting"}] if len(datasets) > 1 else []),
                {"type": "run_comparer", "title": "configurations",
                 "columns": ["model.name", "method.name", "method.init", "sparsity.pattern", *swept]}]
     return {"format": "copal_exp.reporting.wandb_view/1", "title": f"copal_exp · {sweep.name}",
