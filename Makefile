@@ -84,6 +84,11 @@ zeroshot: setup ## Zero-shot accuracy (lm-evaluation-harness, 7 tasks, 50 exampl
 	$(PY) -m copal_exp -m experiment=zeroshot model=$(MODEL) method=copal,wanda,sparsegpt run.progress=false hydra.sweep.dir=$(OUT)/zeroshot $(ARGS)
 	$(PY) -m copal_exp.report $(OUT)/zeroshot --kind zeroshot
 
+stream6: setup ## A six-domain stream (wikitext2, ptb, c4, shakespeare, bible, sotu; 6 balanced orders): COPAL/Wanda/SparseGPT, forgetting table and figure
+	$(PY) -m copal_exp -m experiment=stream6 model=$(MODEL) method=copal,wanda,sparsegpt run.progress=false hydra.sweep.dir=$(OUT)/stream6 $(ARGS)
+	$(PY) -m copal_exp.report $(OUT)/stream6
+	$(PY) -m copal_exp.report $(OUT)/stream6 --kind forgetting
+
 bench: setup ## Benchmarks on SmolLM2 (per-phase times, floors, COPAL/Wanda, planner): bench/results/*.json
 	$(PY) bench/bench_prune.py $(ARGS)
 

@@ -174,3 +174,31 @@ def test_the_memory_plan_counts_the_carried_states_of_a_t_step_prefix(n):
     one = 4 * sum(lin.weight.numel() for layer in model.model.layers for lin in
                   [m for m in layer.modules() if isinstance(m, torch.nn.Linear)])
     assert need.bytes == n * one
+
+
+def test_the_six_domain_experiment_composes_to_a_williams_square():
+    from copal_exp.protocol.costs import plan_counts
+
+    settings = validate(compose(["experiment=stream6", "method=copal", "run.progress=false", "logger=none"]))
+    assert settings.datasets == ["wikitext2", "ptb", "c4", "shakespeare", "bible", "sotu"]
+    assert settings.order_plan.construction == "williams" and is_latin_square(settings.orders)
+    assert plan_counts(settings) == {"orders": 6, "prune_steps": 36, "prune_steps_without_planner": 36,
+                                     "evaluations": 216}
+    wanda = validate(compose(["experiment=stream6", "method=wanda", "logger=none"]))
+    assert plan_counts(wanda)["prune_steps"] == 6  # global init: one state per domain, shared by every order
+
+
+def test_one_job_per_balanced_order_merges_to_the_whole_set(tmp_path, data_root):
+    from copal_exp.protocol.job import run_job
+    from copal_exp.reporting.runs import collect
+
+    base = [*TINY, f"data.root={data_root}", "method=copal", "order=balanced"]
+    whole = run_job(compose(base), tmp_path / "whole")
+    for k in range(3):
+        run_job(compose([*base, f"order.index={k}"]), tmp_path / "sweep" / str(k))
+    (merged,) = collect(tmp_path / "sweep")
+    assert merged["order_indices"] == [0, 1, 2]
+    assert [p["order"] for p in merged["permutations"]] == [p["order"] for p in whole["permutations"]]
+    assert merged["summary"] == pytest.approx(whole["summary"])
+    for key in ("mean", "worst", "min"):
+        assert merged["forgetting"][key][1:] == pytest.approx(whole["forgetting"][key][1:])
