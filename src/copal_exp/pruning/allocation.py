@@ -223,10 +223,10 @@ class OWL(Allocation):
 
     @property
     def label(self) -> str:
-        return " + owl" if self.statistic == "wanda" else f" + owl ({self.statistic})"
+        return " + owl" if self.statistic == OWL_STATISTICS[0] else f" + owl ({self.statistic})"
 
 
-#: ``sparsity.owl_statistic``: what OWL counts outliers in
+#: ``sparsity.owl_statistic``: what OWL counts outliers in; the first (the official statistic) is the default
 OWL_STATISTICS = ("wanda", "accumulated")
 
 

@@ -33,6 +33,7 @@ from copal_exp.pruning.allocation import Allocation
 from copal_exp.pruning.capture import capture_layer_inputs, run_layer
 from copal_exp.pruning.masks import PackedMasks
 from copal_exp.pruning.methods.registry import Memory, PruningMethod
+from copal_exp.pruning.sharing import InputGroups
 
 
 def synchronize() -> None:
@@ -112,27 +113,42 @@ def prune_model(
     for index, layer in enumerate(tqdm(layers, desc=desc, unit="layer", disable=not progress, leave=False)):
         with resident(layer, device):  # a host-held layer visits the device; a model kept there stays
             linears = selected[index]
-            stats = {sub: method.new_statistics(weight_matrix(lin)) for sub, lin in linears.items()}
+            sharing = InputGroups()
+            stats: dict[str, Any] = {}
             if inputs is not None:
                 with timer("statistics"):
-                    handles = [lin.register_forward_hook(_stats_hook(method, stats, sub)) for sub, lin in linears.items()]
+                    handles = [lin.register_forward_hook(_stats_hook(method, stats, sub, sharing))
+                               for sub, lin in linears.items()]
                     try:
                         run_layer(layer, inputs, device, index)
                     finally:
                         for handle in handles:
                             handle.remove()
-            for sub, lin in linears.items():
-                name = f"{prefix}.{index}.{sub}"
+                        sharing.release()
+            groups = sharing.groups(list(linears)) if method.input_statistics else [[sub] for sub in linears]
+            for group in groups:
+                names = [f"{prefix}.{index}.{sub}" for sub in group]
                 with timer("masks"):  # scores and mask selection (SparseGPT: also its OBS weight update)
-                    before = previous.tensors.get(name)
-                    before = None if before is None else Offloader.load(before, lin.weight.device)
-                    new_weight, keep, after = method.prune(name, weight_matrix(lin), stats.pop(sub), before,
-                                                           patterns[index])
+                    shared = stats.pop(group[0], None)
+                    if shared is None:  # never called (or no calibration): empty statistics
+                        shared = method.new_statistics(weight_matrix(linears[group[0]]))
+                    befores = [previous.tensors.get(name) for name in names]
+                    befores = [None if b is None else Offloader.load(b, linears[sub].weight.device)
+                               for b, sub in zip(befores, group)]
+                    weights = [weight_matrix(linears[sub]) for sub in group]
+                    if len(group) > 1:
+                        outcomes = method.prune_group(names, weights, shared, befores, patterns[index])
+                    else:
+                        outcomes = [method.prune(names[0], weights[0], shared, befores[0], patterns[index])]
+                    del shared, befores, weights
                     if carried is not None:
-                        carried.tensors[name] = memory_store.store(after, name)
+                        for name, (_, _, after) in zip(names, outcomes):
+                            carried.tensors[name] = memory_store.store(after, name)
                 with timer("update"):
-                    set_weight_matrix(lin, new_weight)
-                    masks.add(name, keep)
+                    for sub, name, (new_weight, keep, _) in zip(group, names, outcomes):
+                        set_weight_matrix(linears[sub], new_weight)
+                        masks.add(name, keep)
+                    del outcomes
             if inputs is not None and index + 1 < len(layers):
                 with timer("propagation"):
                     hidden = inputs.hidden
@@ -155,8 +171,17 @@ def _memory_of(memory: Memory, prefix: str, device):
     return lookup
 
 
-def _stats_hook(method: PruningMethod, stats: dict[str, Any], sub: str):
+def _stats_hook(method: PruningMethod, stats: dict[str, Any], sub: str, sharing: InputGroups):
+    """Fold a call's inputs (and outputs) into ``sub``'s statistics, created at its first call; for a method
+    whose statistics depend on the input only, a linear called on its group leader's input adds nothing
+    (the leader's statistics are the group's)."""
     def hook(module: nn.Linear, args, output):
-        stats[sub] = method.accumulate(stats[sub], args[0].detach(), output.detach(), module.bias)
+        lead = sharing.observe(sub, args[0])
+        if method.input_statistics and lead != sub:
+            return
+        held = stats.get(sub)
+        if held is None:
+            held = method.new_statistics(weight_matrix(module))
+        stats[sub] = method.accumulate(held, args[0].detach(), output.detach(), module.bias)
 
     return hook

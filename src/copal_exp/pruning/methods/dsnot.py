@@ -201,6 +201,8 @@ def block_of(name: str) -> tuple[str, str]:
 
 @register("dsnot")
 class DSnoT(PruningMethod):
+    input_statistics = True  # statistics of the input only: linears reading one input share them
+
     @dataclass
     class Options:
         base: str = "wanda"  # wanda | magnitude | sparsegpt: the mask DSnoT starts from (official --initial_method)

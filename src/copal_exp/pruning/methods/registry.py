@@ -17,8 +17,11 @@ protocol needs to know about it — nothing outside ``methods/`` tests a method'
 * ``Options``: a dataclass of its typed options with their defaults (the only place they are
   defined), checked in ``Options.check``; ``label`` names a configured method in tables.
 
+* ``input_statistics``: whether its statistics depend on a linear's input only; linears of a layer called
+  on one input then share one accumulation, and :meth:`prune_group` gets them together.
+
 The engine hands each linear's calibration inputs and outputs to :meth:`accumulate` and asks
-:meth:`prune` for the new weight, the keep mask and the linear's new memory: memory goes in and
+:meth:`prune` (or :meth:`prune_group`) for the new weight, the keep mask and the linear's new memory: memory goes in and
 comes out explicitly; where it is kept between layers and steps (device, host, disk) is the
 caller's business.
 """
@@ -64,6 +67,9 @@ class PruningMethod:
     memory_options: ClassVar[tuple[str, ...]] = ()
     inits: ClassVar[tuple[str, ...]] = ("global", "sequential")
     updates_weights: ClassVar[bool] = False
+    # whether the statistics depend on a linear's input only (not its weight or output): linears called on
+    # one input (q/k/v_proj, gate/up_proj) then share one accumulation (copal_exp.pruning.sharing)
+    input_statistics: ClassVar[bool] = False
     Options: ClassVar[type] = NoOptions
 
     def __init__(self, pattern: Pattern, **options: Any):
@@ -121,6 +127,13 @@ class PruningMethod:
         ``pattern`` the sparsity its decoder layer was allocated (``sparsity.allocation``; ``None``: the
         method's own ``self.pattern``)."""
         raise NotImplementedError
+
+    def prune_group(self, names: list[str], weights: list[torch.Tensor], stats: Any, memories: list,
+                    pattern: Pattern | None = None) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """Prune linears that read the same input and share ``stats`` (``input_statistics`` methods only):
+        by default each on its own through :meth:`prune`; a method that solves them jointly (SparseGPT)
+        overrides it, giving the same masks."""
+        return [self.prune(name, weight, stats, memory, pattern) for name, weight, memory in zip(names, weights, memories)]
 
     def outlier_scores(self, weight: torch.Tensor, stats: Any, memory: torch.Tensor | None) -> torch.Tensor:
         """The per-weight scores this method ranks ``weight`` by, from this step's ``stats`` and the memory

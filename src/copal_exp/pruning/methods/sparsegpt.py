@@ -81,15 +81,39 @@ def sparsify_weight(
     weights of lowest ``w² / U_kk²`` (stable order). N:M: each group of M columns keeps its N highest
     ``w² / U_kk²``, chosen when its first column is reached, from the already-updated weights.
     """
+    ((new_weight, keep),) = sparsify_stacked([weight], hessian, pattern, blocksize, percdamp, name)
+    return new_weight, keep
+
+
+def sparsify_stacked(
+    weights: list[torch.Tensor],
+    hessian: torch.Tensor,
+    pattern: Pattern,
+    blocksize: int = 128,
+    percdamp: float = 0.01,
+    name: str = "",
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """:func:`sparsify_weight` of linears that read the same input (one ``H``), solved together: their rows
+    stacked, one dampened Cholesky inverse and one column loop for all of them. Every row's OBS update
+    depends only on that row and ``H``, and the masks are chosen exactly as for each linear alone (per
+    block among each linear's own rows for unstructured, per row for N:M), so the result is each linear's
+    own solve up to the rounding of the stacked products."""
     with full_fp32_matmul():
-        dtype = weight.dtype
-        hessian, w, damp = prepare_hessian(hessian.float(), weight.float(), percdamp)
+        dtypes = [w.dtype for w in weights]
+        bounds = [0]
+        for w in weights:
+            bounds.append(bounds[-1] + w.shape[0])
+        stacked = torch.cat([w.float() for w in weights]) if len(weights) > 1 else weights[0].float()
+        hessian, w, damp = prepare_hessian(hessian.float(), stacked, percdamp)
+        del stacked
         u = inverse_cholesky_upper(hessian, damp, name=name)
+        del hessian
         rows, cols = w.shape
         # Work on Wᵀ so that column i of W is a contiguous row: the per-column rank-one updates
         # then touch contiguous memory (about 2× faster on CPU than the column-major original).
         wt = w.t().contiguous()
-        pruned = torch.zeros(cols, rows, dtype=torch.bool, device=w.device)
+        del w
+        pruned = torch.zeros(cols, rows, dtype=torch.bool, device=wt.device)
         for i1 in range(0, cols, blocksize):
             i2 = min(i1 + blocksize, cols)
             w1 = wt[i1:i2]  # a view: updated in place
@@ -98,12 +122,13 @@ def sparsify_weight(
             err1 = torch.empty_like(w1)
             mask1 = pruned[i1:i2]
             if pattern.kind == "unstructured":
-                # rows × block group, scores in W's row-major order so ties break as in the original
-                score = (w1**2 / d.reshape(-1, 1) ** 2).t().reshape(-1)
-                k = prune_count(score.numel(), pattern.ratio)
-                chosen = torch.zeros(score.numel(), dtype=torch.bool, device=w.device)
-                chosen[torch.sort(score, stable=True).indices[:k]] = True
-                mask1.copy_(chosen.reshape(rows, i2 - i1).t())
+                for r0, r1 in zip(bounds, bounds[1:]):  # each linear's own rows × block group
+                    # scores in W's row-major order so ties break as in the original
+                    score = (w1[:, r0:r1] ** 2 / d.reshape(-1, 1) ** 2).t().reshape(-1)
+                    k = prune_count(score.numel(), pattern.ratio)
+                    chosen = torch.zeros(score.numel(), dtype=torch.bool, device=wt.device)
+                    chosen[torch.sort(score, stable=True).indices[:k]] = True
+                    mask1[:, r0:r1] = chosen.reshape(r1 - r0, i2 - i1).t()
             for i in range(i2 - i1):
                 if pattern.kind == "nm" and i % pattern.m == 0:
                     score = w1[i : i + pattern.m].t() ** 2 / d[i : i + pattern.m].reshape(1, -1) ** 2
@@ -113,13 +138,17 @@ def sparsify_weight(
                 w1[i:].addr_(u1[i, i:], err, alpha=-1.0)
                 w1[i].masked_fill_(mask1[i], 0.0)  # q: exact zeros where pruned
             wt[i2:].addmm_(u[i1:i2, i2:].t(), err1, alpha=-1.0)  # lazy update of later blocks
-        keep = ~pruned.t()
-        return (wt.t() * keep).to(dtype), keep
+        out = []
+        for (r0, r1), dtype in zip(zip(bounds, bounds[1:]), dtypes):
+            keep = ~pruned[:, r0:r1].t()
+            out.append(((wt[:, r0:r1].t() * keep).to(dtype), keep.contiguous()))
+        return out
 
 
 @register("sparsegpt")
 class SparseGPT(PruningMethod):
     updates_weights = True  # the OBS update changes the kept weights: a pruned model is not W ⊙ M
+    input_statistics = True  # H depends on the input only: q/k/v_proj share one, and one solve
 
     @dataclass
     class Options:
@@ -153,3 +182,9 @@ class SparseGPT(PruningMethod):
         hessian = stats["hessian"] * (2.0 / max(stats["segments"], 1))
         new_weight, keep = sparsify_weight(weight, hessian, pattern or self.pattern, self.opts.blocksize, self.opts.percdamp, name)
         return new_weight, keep, None
+
+    def prune_group(self, names, weights, stats, memories, pattern=None):
+        hessian = stats["hessian"] * (2.0 / max(stats["segments"], 1))
+        solved = sparsify_stacked(weights, hessian, pattern or self.pattern, self.opts.blocksize, self.opts.percdamp,
+                                  "+".join(names))
+        return [(new_weight, keep, None) for new_weight, keep in solved]

@@ -19,6 +19,8 @@ def wanda_score(weight: torch.Tensor, sq_norms: torch.Tensor) -> torch.Tensor:
 
 @register("wanda")
 class Wanda(PruningMethod):
+    input_statistics = True  # statistics of the input only: linears reading one input share them
+
     @classmethod
     def statistics_bytes(cls, d_out, d_in):
         return 4 * d_in  # float32 squared input norms
