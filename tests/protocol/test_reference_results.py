@@ -27,9 +27,27 @@ def leaves(tree, path=""):
 TOLERANCE = {"sparsegpt": (1e-3, 0.05)}
 
 
-def tolerance(path: str) -> tuple[float, float]:
+#: BWTs and standard deviations are differences of perplexities: exact only to the rounding of the
+#: perplexities they come from, so their tolerance is absolute, on the scale of the job's largest
+#: perplexity. Measured on an AMD EPYC (AVX2, no AVX-512) at commit b35b45b: every perplexity equal to
+#: 1e-6 relative, 35 of 1918 numbers — BWTs and stds — off by up to 1.3e-4 points (perplexities ~10³).
+DERIVED = ("bwt", "_std")
+DERIVED_SCALE = 1e-6
+
+
+def tolerance(path: str, scale: float = 0.0) -> tuple[float, float]:
     job = path.lstrip(".").split(".")[0]
-    return next((tol for prefix, tol in TOLERANCE.items() if job.startswith(prefix)), (1e-6, 1e-9))
+    rel, absolute = next((tol for prefix, tol in TOLERANCE.items() if job.startswith(prefix)), (1e-6, 1e-9))
+    if any(part in path.rsplit(".", 1)[-1] for part in DERIVED):
+        absolute = max(absolute, DERIVED_SCALE * scale)
+    return rel, absolute
+
+
+def perplexity_scale(tree: dict, job: str) -> float:
+    """The largest perplexity a job recorded (its matrices and dense row)."""
+    record = tree[job]
+    values = [v for p in record["permutations"] for row in p["ppl_matrix"] for v in row]
+    return max(values + list(record["dense_ppl"].values()))
 
 
 def test_the_recorded_numbers_are_reproduced(tmp_path, data_root):
@@ -39,7 +57,7 @@ def test_the_recorded_numbers_are_reproduced(tmp_path, data_root):
     assert a.keys() == b.keys()
     for path, value in a.items():
         if isinstance(value, float) and not isinstance(value, bool):
-            rel, absolute = tolerance(path)
+            rel, absolute = tolerance(path, perplexity_scale(recorded, path.lstrip(".").split(".")[0]))
             assert b[path] == pytest.approx(value, rel=rel, abs=absolute), path
         else:
             assert b[path] == value, path
