@@ -78,3 +78,22 @@ def test_a_partial_record_is_read_as_it_is(tmp_path, job):
     assert read_results(tmp_path)["status"] == "interrupted"
     skipped: list = []
     assert collect(tmp_path, skipped=skipped) == [] and "interrupted" in skipped[0][1]
+
+
+def test_the_recorded_commit_is_the_one_the_process_started_with(monkeypatch):
+    """A sweep's later jobs record the commit their code was loaded from, not a commit made meanwhile."""
+    import subprocess
+
+    from copal_exp.io import results
+
+    first = results.code_version()
+    real = subprocess.run
+
+    def moved_on(args, *a, **k):
+        if "rev-parse" in args:
+            return subprocess.CompletedProcess(args, 0, stdout="f" * 40 + "\n", stderr="")
+        return real(args, *a, **k)
+
+    monkeypatch.setattr(subprocess, "run", moved_on)
+    assert results.code_version() == first
+    assert results._read_code_version().get("commit", "").startswith("f" * 40)

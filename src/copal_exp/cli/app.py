@@ -58,6 +58,9 @@ def hydra_entry(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    from copal_exp.io.results import code_version
+
+    code_version()  # the commit of the code loaded now, recorded by every job of this process
     sys.argv = [sys.argv[0], *normalise_argv(sys.argv[1:])]
     hydra_entry()
 

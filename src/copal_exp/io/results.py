@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import platform
@@ -224,7 +225,19 @@ def read_results(path: str | Path) -> dict[str, Any] | None:
         raise ResultsError(f"{path} is not a copal_exp results record ({exc})") from None
 
 
+@functools.lru_cache(maxsize=1)
+def _code_version() -> tuple[tuple[str, str], ...]:
+    return tuple(_read_code_version().items())
+
+
 def code_version() -> dict[str, str]:
+    """The package version and commit of the code this process runs: read once, at the first call (the
+    command line makes it as it starts), so every job of a sweep records the commit its code was loaded
+    from, not whatever the checkout holds when the job starts."""
+    return dict(_code_version())
+
+
+def _read_code_version() -> dict[str, str]:
     """The package version and, from a git checkout, its commit (with ``+dirty`` for local changes)."""
     import importlib.metadata
     import subprocess
