@@ -92,6 +92,9 @@ stream6: setup ## A six-domain stream (wikitext2, ptb, c4, shakespeare, bible, s
 bench: setup ## Benchmarks on SmolLM2 (per-phase times, floors, COPAL/Wanda, planner): bench/results/*.json
 	$(PY) bench/bench_prune.py $(ARGS)
 
+bench-gpu: ## The one GPU benchmark (bench/gpu_suite.sh, < 8 min on a GPU): steps resident/non-resident, evaluation, projection, 2:4 kernels
+	bench/gpu_suite.sh $(ARGS)
+
 bench-7b: setup ## One prune step per method and evaluation on a random LLaMA-7B-shaped model (a GPU): bench/results/
 	$(PY) bench/bench_7b_shape.py $(ARGS)
 
@@ -113,5 +116,5 @@ bench-checkpoint: setup ## Checkpoint I/O of a carried COPAL state at LLaMA-7B s
 clean: ## Remove outputs/, multirun/ and caches of this checkout (keeps .venv and the model cache)
 	rm -rf outputs multirun sweeps .pytest_cache
 
-.PHONY: help setup test test-fast test-unit test-slurm demo run report bench bench-7b bench-peer bench-memory bench-checkpoint \
+.PHONY: help setup test test-fast test-unit test-slurm demo run report bench bench-gpu bench-7b bench-peer bench-memory bench-checkpoint \
 	table1 table2 table3 appendix_e fig1 fig3 zeroshot clean

@@ -80,11 +80,11 @@ def peak_rss_gib() -> float:
     return round(peak_rss_bytes() / 2**30, 2)
 
 
-def build_model(layers: int, dtype: torch.dtype, device: str):
-    """Random LLaMA-7B-shaped model, initialised on ``device`` (fast) and left on the host."""
+def build_model(layers: int, dtype: torch.dtype, device: str, shapes: dict | None = None):
+    """Random LLaMA-7B-shaped model (or of ``shapes``), initialised on ``device`` (fast) and left on the host."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(**LLAMA_7B, num_hidden_layers=layers, tie_word_embeddings=False)
+    config = LlamaConfig(**(shapes or LLAMA_7B), num_hidden_layers=layers, tie_word_embeddings=False)
     torch.manual_seed(0)
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)

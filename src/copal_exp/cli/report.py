@@ -16,17 +16,17 @@ from pathlib import Path
 from copal_exp.errors import fail
 from copal_exp.io.results import RESULTS_FILE
 from copal_exp.protocol.jobdir import unwritable
-from copal_exp.reporting.figures import FIGURES, bwt_curve, forgetting_curves, heatmaps, zeroshot_curves
+from copal_exp.reporting.kinds import REPORT_KINDS
 from copal_exp.reporting.runs import collect
-from copal_exp.reporting.tables import TABLES, write_table
+from copal_exp.reporting.tables import write_table
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m copal_exp.report", description=__doc__.splitlines()[0])
     parser.add_argument("sweep", type=Path, help="a directory holding results.json files (searched recursively)")
-    parser.add_argument("--kind", default="comparison", choices=[*TABLES, *FIGURES],
+    parser.add_argument("--kind", default="comparison", choices=list(REPORT_KINDS),
                         help="which table or figure of the paper to build (default: the comparison table + heatmap)")
-    parser.add_argument("--no-figures", action="store_true", help="skip the heatmap PNG")
+    parser.add_argument("--no-figures", action="store_true", help="skip the figure (the heatmap PNG of the comparison)")
     parser.add_argument("--out", type=Path, help="where to write the table and figure files (default: the sweep directory)")
     args = parser.parse_args(argv)
     if not args.sweep.exists():
@@ -49,28 +49,17 @@ def main(argv: list[str] | None = None) -> None:
         out.mkdir(parents=True, exist_ok=True)
     else:
         out = None
-    if args.kind in FIGURES:
-        x_key, x_label = FIGURES[args.kind]
-        frame, png = bwt_curve(runs, x_key, x_label, out / f"{args.kind}.png" if out else None)
-        print(write_table(frame, out, args.kind, skipped, runs))
-        if png:
-            print(f"figure: {png}")
-    else:
-        name = "report" if args.kind == "comparison" else args.kind
-        frame = TABLES[args.kind](runs)
-        if frame.empty and args.kind == "zeroshot":
-            fail(f"no job under {args.sweep} scored zero-shot tasks: run the jobs with eval.tasks=wanda7 (or a list)")
-        if frame.empty and args.kind == "forgetting":
-            fail(f"no pruning job under {args.sweep} has two steps or more: forgetting needs a stream of datasets")
-        print(write_table(frame, out, name, skipped, runs))
-        if args.kind == "table2":
-            print("'paper LLaMA-7B' columns: the COPAL paper's Table 2, LLaMA-7B (global-init baselines), not this sweep's model")
-        if args.kind == "comparison" and not args.no_figures and out:
-            print(f"heatmap: {heatmaps(runs, out / 'ppl_matrices.png')}")
-        if args.kind == "zeroshot" and not args.no_figures and out:
-            print(f"figure: {zeroshot_curves(runs, out / 'zeroshot.png')}")
-        if args.kind == "forgetting" and not args.no_figures and out:
-            print(f"figure: {forgetting_curves(runs, out / 'forgetting.png')}")
+    kind = REPORT_KINDS[args.kind]
+    frame = kind.table(runs)
+    if frame.empty and kind.empty:
+        fail(kind.empty.format(sweep=args.sweep))
+    print(write_table(frame, out, kind.stem, skipped, runs))
+    if kind.note:
+        print(kind.note)
+    if kind.figure is not None and not args.no_figures and out:
+        drawn = kind.figure(runs, out / kind.figure_file)
+        if drawn:
+            print(f"{kind.figure_word}: {drawn}")
     if out is None:
         print(f"{blocked} cannot be written: the table is printed only (give --out DIR to write its files)",
               file=sys.stderr)

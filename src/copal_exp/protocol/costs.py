@@ -54,10 +54,13 @@ def _read(path: Path) -> dict[str, Any]:
 
 
 def plan_counts(settings) -> dict[str, Any]:
-    """Orders, prune steps (after prefix sharing and without it) and perplexity evaluations of a job."""
+    """Orders, prune steps (after prefix sharing and without it) and perplexity evaluations of a job: the
+    counts its log line says before anything loads and its ``results.json`` records under ``plan``. A method
+    that prunes nothing (dense) evaluates each dataset once."""
     orders = len(settings.orders)
     if not settings.method_class.prunes:
-        return {"orders": orders, "prune_steps": 0, "prune_steps_without_planner": 0, "evaluations": 0}
+        return {"orders": orders, "prune_steps": 0, "prune_steps_without_planner": 0,
+                "evaluations": len(settings.datasets)}
     plan = settings.state_plan()
     return {"orders": orders, "prune_steps": plan.prune_steps,
             "prune_steps_without_planner": sum(len(o) for o in settings.orders),

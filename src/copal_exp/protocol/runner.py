@@ -24,6 +24,7 @@ from copal_exp.metrics.records import metrics, permutation
 from copal_exp.metrics.transfer import sparsity_report
 from copal_exp.metrics.zeroshot import zeroshot_summary
 from copal_exp.models.anatomy import prunable_linears, pruned_modules
+from copal_exp.protocol.costs import plan_counts
 from copal_exp.protocol.evaluator import Evaluator, TaskScorer
 from copal_exp.protocol.jobdir import offload_folder
 from copal_exp.protocol.memory import activations_place
@@ -200,11 +201,12 @@ class Experiment:
                   **(s.order_plan.record if s.order_plan else {}),
                   **({"count_requested": order.get("count"), "seed": order.get("seed")}
                      if order.get("kind") == "sample" else {})}
+        counts = plan_counts(s)
+        info = {"prune_steps": counts["prune_steps"], "evaluations": counts["evaluations"], "orders": orders}
         if not self.method.prunes:
-            return {"prune_steps": 0, "evaluations": len(s.datasets), "orders": orders}
-        return {"prune_steps": self.plan.prune_steps, "evaluations": self.plan.prune_steps * len(s.datasets),
-                "prune_steps_without_planner": sum(len(o) for o in s.orders),
-                "state_keys": "prefix" if self.plan.carries_state else "dataset", "orders": orders}
+            return info
+        return {**info, "prune_steps_without_planner": counts["prune_steps_without_planner"],
+                "state_keys": "prefix" if self.plan.carries_state else "dataset"}
 
     def assemble(self) -> dict[str, Any]:
         """Per-permutation matrices and every metric, from the distinct states computed so far."""

@@ -46,9 +46,6 @@ def bwt_curve(runs: list[dict[str, Any]], x_key: str, x_label: str,
     return frame, path
 
 
-FIGURES = {"fig1": ("ratio", "sparsity ratio"), "fig3": ("nsamples", "calibration segments")}
-
-
 def _job_grid(runs: list[dict[str, Any]], path: Path, norm, swept: list[str]) -> Path:
     import matplotlib.pyplot as plt
 

@@ -248,10 +248,6 @@ def forgetting_table_frame(runs: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-TABLES = {"comparison": comparison_table, "table1": table1, "table2": table2, "table3": table3,
-          "appendix_e": appendix_e, "zeroshot": zeroshot_table, "forgetting": forgetting_table_frame}
-
-
 def _fmt(v: Any) -> str:
     if v is None or (isinstance(v, float) and pd.isna(v)):
         return "–"

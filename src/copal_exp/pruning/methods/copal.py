@@ -28,21 +28,25 @@ def accumulate_sensitivity(
     granularity: str = "token",
     epsilon: float = 1.0,
 ) -> torch.Tensor:
-    """Add Σ_j |∇_j| for a batch of segments: ``inputs`` ``[B, L, d_in]``, bias-free ``outputs`` ``[B, L, d_out]``."""
+    """Add Σ_j |∇_j| for a batch of segments: ``inputs`` ``[B, L, d_in]``, bias-free ``outputs`` ``[B, L, d_out]``.
+
+    With ΔY = 2εY, ∇_j = 2 ΔY_jᵀ X_j = 4ε Y_jᵀ X_j, and ε > 0, so |∇_j| = 4ε |Y_jᵀ X_j| per segment and
+    Σ_tokens |∇| = 4ε |Y|ᵀ|X| per token: the factor 4ε goes into the product's scale, not over Y."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"method.granularity={granularity!r}: allowed values are {GRANULARITIES}")
     x = inputs.float().reshape(-1, inputs.shape[-2], inputs.shape[-1])
-    delta_y = 2.0 * epsilon * outputs.float().reshape(-1, outputs.shape[-2], outputs.shape[-1])
-    for xj, dyj in zip(x, delta_y):
+    y = outputs.float().reshape(-1, outputs.shape[-2], outputs.shape[-1])
+    scale = 4.0 * epsilon
+    for xj, yj in zip(x, y):
         if granularity == "segment":
-            sensitivity += (2.0 * dyj.t() @ xj).abs_()
-        elif granularity == "token":
-            sensitivity.addmm_(dyj.t().abs(), xj.abs(), alpha=2.0)
+            sensitivity.add_((yj.t() @ xj).abs_(), alpha=scale)
         else:
-            raise ValueError(f"method.granularity={granularity!r}: allowed values are {GRANULARITIES}")
+            sensitivity.addmm_(yj.t().abs(), xj.abs(), alpha=scale)
     return sensitivity
 
 
 def copal_score(dense_weight: torch.Tensor, sensitivity: torch.Tensor) -> torch.Tensor:
-    return (dense_weight.float() * sensitivity).abs()
+    return torch.mul(dense_weight.float(), sensitivity).abs_()
 
 
 @register("copal")
@@ -98,6 +102,6 @@ class Copal(PruningMethod):
         return copal_score(weight, stats if memory is None else stats + memory)
 
     def prune(self, name, weight, stats, memory, pattern=None):
-        total = stats if memory is None else stats + memory
+        total = stats if memory is None else stats.add_(memory)  # this step's G is not read again: G_t in place
         keep = select_mask(copal_score(weight, total), pattern or self.pattern, group=self.opts.group)
         return weight * keep, keep, total
