@@ -38,9 +38,9 @@ import sys
 import time
 from pathlib import Path
 
+import bench_7b_shape as shape
 import torch
 
-import bench_7b_shape as shape
 from copal_exp.evaluation.perplexity import perplexity, perplexity_layerwise
 from copal_exp.io.offload import Offloader
 from copal_exp.models.anatomy import decoder_layers, prunable_linears

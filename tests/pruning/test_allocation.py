@@ -39,15 +39,17 @@ def test_owl_maths_by_hand():
 
 
 @torch.no_grad()
-def reference_outlier_ratios(model, segments, m):
-    """Each decoder layer's outlier ratio from the input norms a full-model forward gives its linears."""
-    norms, handles = {}, []
+def reference_ratios(model, segments, m, new, add, score):
+    """Each decoder layer's outlier ratio of ``score(index, sub, lin, stat)`` over its linears, ``stat`` =
+    ``new(lin)`` folded by ``add(stat, x, y)`` over the inputs and outputs a full-model forward gives it."""
+    stats, handles = {}, []
     for index, layer in enumerate(decoder_layers(model)):
         for sub, lin in find_linears(layer).items():
-            norms[(index, sub)] = torch.zeros(lin.in_features)
+            stats[(index, sub)] = new(lin)
 
             def hook(module, args, output, key=(index, sub)):
-                norms[key] += args[0].reshape(-1, args[0].shape[-1]).pow(2).sum(0)
+                x, y = args[0].reshape(-1, args[0].shape[-1]), output.reshape(-1, output.shape[-1])
+                stats[key] = add(stats[key], x, y)
             handles.append(lin.register_forward_hook(hook))
     for row in segments:
         model(row.unsqueeze(0), use_cache=False)
@@ -55,10 +57,17 @@ def reference_outlier_ratios(model, segments, m):
         h.remove()
     ratios = []
     for index, layer in enumerate(decoder_layers(model)):
-        scores = torch.cat([(lin.weight.abs() * norms[(index, sub)].sqrt()).reshape(-1)
-                            for sub, lin in find_linears(layer).items()])
-        ratios.append(float((scores > scores.mean() * m).float().mean()) * 100)
+        flat = torch.cat([score(index, sub, lin, stats[(index, sub)]).reshape(-1)
+                          for sub, lin in find_linears(layer).items()])
+        ratios.append(float((flat > flat.mean() * m).float().mean()) * 100)
     return ratios
+
+
+def reference_outlier_ratios(model, segments, m):
+    """Each decoder layer's outlier ratio of Wanda's |W| · ‖X‖₂ from the input norms of a full-model forward."""
+    return reference_ratios(model, segments, m, lambda lin: torch.zeros(lin.in_features),
+                            lambda norms, x, y: norms + x.pow(2).sum(0),
+                            lambda index, sub, lin, norms: lin.weight.abs() * norms.sqrt())
 
 
 @pytest.mark.parametrize("pattern", [Pattern.parse("unstructured", ratio=0.6), Pattern.parse("nm", n=2, m=4)])
@@ -148,30 +157,12 @@ def test_owl_options_are_checked_before_anything_loads(data_root):
     assert settings.allocation == OWL(m=5.0, lam=0.08, statistic="accumulated")
 
 
-@torch.no_grad()
 def reference_copal_outlier_ratios(model, segments, m, memory):
     """Each decoder layer's outlier ratio of COPAL's score |W ⊙ (G_before + G)| with G = Σ_tokens |2 ΔY Xᵀ|,
     ΔY = 2Y, taken directly from the inputs and outputs a full-model forward gives each linear."""
-    sens, handles = {}, []
-    for index, layer in enumerate(decoder_layers(model)):
-        for sub, lin in find_linears(layer).items():
-            sens[(index, sub)] = torch.zeros_like(lin.weight)
-
-            def hook(module, args, output, key=(index, sub)):
-                x, y = args[0].reshape(-1, args[0].shape[-1]), output.reshape(-1, output.shape[-1])
-                sens[key] += 4 * torch.einsum("to,ti->oi", y.abs(), x.abs())
-            handles.append(lin.register_forward_hook(hook))
-    for row in segments:
-        model(row.unsqueeze(0), use_cache=False)
-    for h in handles:
-        h.remove()
-    ratios = []
-    for index, layer in enumerate(decoder_layers(model)):
-        scores = [(lin.weight * (sens[(index, sub)] + memory.get(f"model.layers.{index}.{sub}", 0))).abs()
-                  for sub, lin in find_linears(layer).items()]
-        flat = torch.cat([s.reshape(-1) for s in scores])
-        ratios.append(float((flat > flat.mean() * m).float().mean()) * 100)
-    return ratios
+    return reference_ratios(model, segments, m, lambda lin: torch.zeros_like(lin.weight),
+                            lambda g, x, y: g + 4 * torch.einsum("to,ti->oi", y.abs(), x.abs()),
+                            lambda index, sub, lin, g: (lin.weight * (g + memory.get(f"model.layers.{index}.{sub}", 0))).abs())
 
 
 def test_owl_accumulated_counts_outliers_in_copals_score_over_every_step_so_far():

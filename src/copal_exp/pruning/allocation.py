@@ -41,6 +41,7 @@ from copal_exp.pruning.capture import LayerInputs, run_layer
 from copal_exp.pruning.masks import Pattern
 from copal_exp.pruning.methods.registry import METHODS, PruningMethod
 from copal_exp.pruning.methods.wanda import accumulate_input_norms, wanda_score
+from copal_exp.pruning.sharing import InputGroups
 from copal_exp.registry import Registry
 
 #: sparsity of a layer whose OWL sparsity came out at or below zero (the official code's floor)
@@ -232,7 +233,11 @@ OWL_STATISTICS = ("wanda", "accumulated")
 
 class OutlierScores:
     """The per-weight scores a layer's outlier ratio is counted in: statistics folded from the linear's
-    calibration inputs and outputs (as a method's ``new_statistics``/``accumulate``), then ``score``."""
+    calibration inputs and outputs (as a method's ``new_statistics``/``accumulate``), then ``score``.
+    ``input_only``: the statistics depend on a linear's input alone, so linears called on one input share one
+    accumulation (:class:`~copal_exp.pruning.sharing.InputGroups`)."""
+
+    input_only = False
 
     def new(self, index: int, sub: str, weight: torch.Tensor) -> Any:
         raise NotImplementedError
@@ -246,6 +251,8 @@ class OutlierScores:
 
 class WandaScores(OutlierScores):
     """The official statistic: Wanda's ``|W_ij| · ‖X_j‖₂``."""
+
+    input_only = True
 
     def new(self, index, sub, weight):
         return torch.zeros(weight.shape[1], dtype=torch.float32, device=weight.device)
@@ -263,6 +270,7 @@ class MethodScores(OutlierScores):
 
     def __init__(self, method: PruningMethod, memory: Callable[[int, str], torch.Tensor | None]):
         self.method, self.memory = method, memory
+        self.input_only = method.input_statistics
 
     def new(self, index, sub, weight):
         return self.method.new_statistics(weight)
@@ -286,7 +294,8 @@ def layer_outlier_ratios(layers: Sequence[nn.Module], linears: Sequence[dict[str
     for index, (layer, subset) in enumerate(zip(layers, linears)):
         with resident(layer, device):
             stats = {sub: scores.new(index, sub, weight_matrix(lin)) for sub, lin in subset.items()}
-            handles = [lin.register_forward_hook(_stats_hook(scores, stats, sub)) for sub, lin in subset.items()]
+            sharing = InputGroups()
+            handles = [lin.register_forward_hook(_stats_hook(scores, stats, sub, sharing)) for sub, lin in subset.items()]
             try:
                 last = index + 1 == len(layers)
                 outputs = run_layer(layer, LayerInputs(hidden, inputs.args, inputs.kwargs), device, index,
@@ -294,7 +303,10 @@ def layer_outlier_ratios(layers: Sequence[nn.Module], linears: Sequence[dict[str
             finally:
                 for handle in handles:
                     handle.remove()
-            per_linear = [scores.score(index, sub, weight_matrix(lin), stats.pop(sub)) for sub, lin in subset.items()]
+                sharing.release()
+            lead = {sub: sharing.leader.get(sub, sub) if scores.input_only else sub for sub in subset}
+            per_linear = [scores.score(index, sub, weight_matrix(lin), stats[lead[sub]]) for sub, lin in subset.items()]
+            stats.clear()
             ratios.append(outlier_ratio(per_linear, m) if per_linear else float("nan"))
             del per_linear
         if hidden is not inputs.hidden:
@@ -303,8 +315,13 @@ def layer_outlier_ratios(layers: Sequence[nn.Module], linears: Sequence[dict[str
     return ratios
 
 
-def _stats_hook(scores: OutlierScores, stats: dict[str, Any], sub: str):
+def _stats_hook(scores: OutlierScores, stats: dict[str, Any], sub: str, sharing: InputGroups):
+    """Fold a call into ``sub``'s statistics; with input-only statistics a linear called on its group leader's
+    input adds nothing (the leader's are the group's)."""
     def record(module, args, output):
+        lead = sharing.observe(sub, args[0])
+        if scores.input_only and lead != sub:
+            return
         stats[sub] = scores.accumulate(stats[sub], args[0].detach(), output.detach(), module.bias)
 
     return record

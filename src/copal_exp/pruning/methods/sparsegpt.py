@@ -129,19 +129,23 @@ def sparsify_stacked(
                     chosen = torch.zeros(score.numel(), dtype=torch.bool, device=wt.device)
                     chosen[torch.sort(score, stable=True).indices[:k]] = True
                     mask1[:, r0:r1] = chosen.reshape(r1 - r0, i2 - i1).t()
+            # Three kernels per column (the loop's cost on a CPU is their launch, not their arithmetic):
+            # err = (w ⊙ pruned) / U_ii into its row of the block's errors, then the rank-one update of the
+            # block's later columns. Column i itself is never read again (its pruned entries are zeroed
+            # once at the end, its kept ones are unchanged by its own zero error), so it is not updated.
+            pruned1 = mask1.to(w1.dtype) if pattern.kind == "unstructured" else torch.empty_like(w1)
             for i in range(i2 - i1):
                 if pattern.kind == "nm" and i % pattern.m == 0:
                     score = w1[i : i + pattern.m].t() ** 2 / d[i : i + pattern.m].reshape(1, -1) ** 2
                     mask1[i : i + pattern.m] = ~nm_mask(score, pattern.n, pattern.m).t()
-                err = w1[i].masked_fill(~mask1[i], 0.0).div_(d[i])  # (w − q) / U_ii
-                err1[i] = err
-                w1[i:].addr_(u1[i, i:], err, alpha=-1.0)
-                w1[i].masked_fill_(mask1[i], 0.0)  # q: exact zeros where pruned
+                    pruned1[i : i + pattern.m] = mask1[i : i + pattern.m]
+                torch.mul(w1[i], pruned1[i], out=err1[i]).div_(d[i])  # (w − q) / U_ii
+                w1[i + 1 :].addr_(u1[i, i + 1 :], err1[i], alpha=-1.0)
             wt[i2:].addmm_(u[i1:i2, i2:].t(), err1, alpha=-1.0)  # lazy update of later blocks
         out = []
         for (r0, r1), dtype in zip(zip(bounds, bounds[1:]), dtypes):
             keep = ~pruned[:, r0:r1].t()
-            out.append(((wt[:, r0:r1].t() * keep).to(dtype), keep.contiguous()))
+            out.append((wt[:, r0:r1].t().masked_fill(~keep, 0.0).to(dtype), keep.contiguous()))  # q: exact zeros
         return out
 
 
