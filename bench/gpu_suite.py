@@ -43,7 +43,7 @@ import torch
 
 from copal_exp.evaluation.perplexity import perplexity, perplexity_layerwise
 from copal_exp.io.offload import Offloader
-from copal_exp.models.anatomy import decoder_layers, prunable_linears
+from copal_exp.models.anatomy import decoder_layers, find_linears, prunable_linears
 from copal_exp.pruning.engine import PhaseTimer, prune_model
 from copal_exp.pruning.masks import Pattern, nm_mask
 from copal_exp.pruning.methods import build_method
@@ -185,6 +185,25 @@ def _semi_structured_linear(w: torch.Tensor, device: str, repeats: int, tokens: 
             "speedup": round(dense_s / sparse_s, 3)}
 
 
+def _semi_structured_forward(dense_model, args, lengths: dict) -> dict:
+    """The whole forward of a 2:4 copy of ``dense_model`` (its linears semi-structured) against the dense one."""
+    from torch.sparse import to_sparse_semi_structured
+
+    device, out = args.device, {}
+    sparse_model = copy.deepcopy(dense_model)
+    for lin in prunable_linears(sparse_model).values():
+        keep = nm_mask(lin.weight.abs().float(), 2, 4)
+        lin.weight = torch.nn.Parameter(to_sparse_semi_structured(lin.weight * keep), requires_grad=False)
+    for label, tokens in lengths.items():
+        ids = torch.randint(0, dense_model.config.vocab_size, (1, tokens), device=device)
+        dense_s = timed(lambda: dense_model(ids, use_cache=False), device, repeats=args.repeats * 3, warmup=2)
+        sparse_s = timed(lambda: sparse_model(ids, use_cache=False), device, repeats=args.repeats * 3, warmup=2)
+        out[label] = {"layers": args.layers, "dense_ms": round(dense_s * 1e3, 3), "sparse_ms": round(sparse_s * 1e3, 3),
+                      "speedup": round(dense_s / sparse_s, 3)}
+        print("2:4 forward", label, out[label], flush=True)
+    return out
+
+
 @torch.no_grad()
 def semi_structured(model, args) -> dict:
     """A 2:4 model's linears and whole forward through semi-structured sparse tensors, against dense."""
@@ -192,11 +211,11 @@ def semi_structured(model, args) -> dict:
     if not device.startswith("cuda"):
         return {"status": "not measured: PyTorch's semi-structured sparse kernels (cuSPARSELt / CUTLASS) run on "
                           "CUDA GPUs only"}
-    out = {"status": "measured", "linears": {}, "forward": {}}
+    out = {"status": "measured", "linears": {}}
     lengths = {"batch 1, 1 token": 1, f"batch 1, {args.seqlen}-token prompt": args.seqlen}
     layer = decoder_layers(model)[0]
     shapes = {}
-    for name, lin in prunable_linears(layer).items():
+    for name, lin in find_linears(layer).items():
         shapes.setdefault(tuple(lin.weight.shape), name)
     for (d_out, d_in), name in shapes.items():
         w = torch.randn(d_out, d_in, dtype=torch.float16, device=device) * 0.02
@@ -207,25 +226,11 @@ def semi_structured(model, args) -> dict:
             except Exception as exc:  # noqa: BLE001 - recorded: what this GPU/PyTorch cannot do is a result
                 out["linears"][key] = {"error": f"{type(exc).__name__}: {exc}"[:400]}
             print("2:4 linear", key, out["linears"][key], flush=True)
-    dense_model = model.to(device)
-    sparse_model = copy.deepcopy(dense_model)
     try:
-        from torch.sparse import to_sparse_semi_structured
-
-        for lin in prunable_linears(sparse_model).values():
-            keep = nm_mask(lin.weight.abs().float(), 2, 4)
-            lin.weight = torch.nn.Parameter(to_sparse_semi_structured(lin.weight * keep), requires_grad=False)
-        for label, tokens in lengths.items():
-            ids = torch.randint(0, model.config.vocab_size, (1, tokens), device=device)
-            dense_s = timed(lambda: dense_model(ids, use_cache=False), device, repeats=args.repeats * 3, warmup=2)
-            sparse_s = timed(lambda: sparse_model(ids, use_cache=False), device, repeats=args.repeats * 3, warmup=2)
-            out["forward"][label] = {"layers": args.layers, "dense_ms": round(dense_s * 1e3, 3),
-                                     "sparse_ms": round(sparse_s * 1e3, 3), "speedup": round(dense_s / sparse_s, 3)}
-            print("2:4 forward", label, out["forward"][label], flush=True)
+        out["forward"] = _semi_structured_forward(model.to(device), args, lengths)
     except Exception as exc:  # noqa: BLE001
-        out["forward"]["error"] = f"{type(exc).__name__}: {exc}"[:400]
+        out["forward"] = {"error": f"{type(exc).__name__}: {exc}"[:400]}
         print("2:4 forward failed:", out["forward"]["error"], flush=True)
-    del sparse_model
     model.to("cpu")
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
