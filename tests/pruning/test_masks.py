@@ -89,9 +89,19 @@ def test_packed_masks_hold_bits_counts_and_shapes():
     assert sparsity_report(packed) == sparsity_report(masks)
 
 
+def _mixed_ties(shape):
+    """Rows of distinct scores and rows of few tied levels, interleaved: both paths of the selection at once."""
+    g = torch.Generator().manual_seed(1)
+    score = torch.rand(shape, generator=g)
+    score[::2] = torch.randint(0, 4, (score[::2].shape), generator=g).float()
+    return score
+
+
 @pytest.mark.parametrize("group", ["layer", "row"])
-def test_unstructured_equals_stable_sort_reference(group):
-    score = torch.randint(0, 5, (20, 33)).float()
+@pytest.mark.parametrize("make", [lambda shape: torch.randint(0, 5, shape).float(), torch.rand, _mixed_ties],
+                         ids=["tied", "distinct", "mixed"])
+def test_unstructured_equals_stable_sort_reference(group, make):
+    score = make((20, 33))
     rows = score.reshape(1, -1) if group == "layer" else score
     k = prune_count(rows.shape[1], 0.45)
     expected = torch.ones_like(rows, dtype=torch.bool)

@@ -77,13 +77,17 @@ def unstructured_mask(score: torch.Tensor, ratio: float, group: str = "layer") -
     k = prune_count(rows.shape[1], ratio)
     if k == 0:
         return torch.ones_like(score, dtype=torch.bool)
-    # The first k indices of a stable ascending sort, without sorting: everything below the k-th
-    # smallest value, then the lowest-index ties at that value until the count is exactly k.
+    # The first k indices of a stable ascending sort, without sorting: everything up to the k-th smallest
+    # value — exactly k entries in a row where that value is not tied beyond the count — and, in the rows
+    # where it is, everything below it and then its lowest-index ties until the count is exactly k.
     kth = torch.kthvalue(rows, k, dim=1, keepdim=True).values
-    below = rows < kth
-    ties = rows == kth
-    need = k - below.sum(dim=1, keepdim=True)
-    pruned = below | (ties & (ties.cumsum(dim=1) <= need))
+    pruned = rows <= kth
+    tied = (pruned.sum(dim=1) > k).nonzero().squeeze(1)
+    if tied.numel():
+        sub, at = rows[tied], kth[tied]
+        below, ties = sub < at, sub == at
+        need = k - below.sum(dim=1, keepdim=True)
+        pruned[tied] = below | (ties & (ties.cumsum(dim=1) <= need))
     return (~pruned).reshape(score.shape)
 
 
