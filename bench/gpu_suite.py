@@ -11,8 +11,8 @@ exactly as a job runs it:
 
 * **prune steps** of Wanda, SparseGPT and COPAL at 50 % and 2:4 on 16 × 2048 random-token segments, in
   non-resident mode (model on the host, one layer at a time on the GPU, activations and G on the host) and
-  resident mode (``run.resident``: model and activations on the GPU, nothing moved); each with its phases
-  and the peak GPU and host memory;
+  resident mode (``run.resident``: model, activations and COPAL's G on the GPU, as ``run.offload.memory=auto``
+  keeps it when the plan fits; nothing moved); each with its phases and the peak GPU and host memory;
 * **evaluation** tokens/s of ``perplexity`` (model kept on the GPU), of a round that moves the model there
   first (non-resident) and of ``perplexity_layerwise``, against a bare forward on the same windows;
 * a **projected wall time** of ``model=llama_7b method=copal -m order=all_perms`` at the paper's settings
@@ -83,6 +83,8 @@ def restore(linears: dict, dense: dict) -> None:
 def prune_steps(model, linears, dense, segments, args, resident: bool) -> dict:
     """One prune step per method and pattern in one mode; per-phase seconds, peak memory."""
     activations = Offloader("device", args.device) if resident else None
+    # resident: COPAL's G stays on the GPU too, as run.offload.memory=auto decides when the plan fits (7B on an H200)
+    memory_store = Offloader("device", args.device) if resident else None
     model.to(args.device if resident else "cpu")
     rows = {}
     for name in args.methods.split(","):
@@ -92,7 +94,7 @@ def prune_steps(model, linears, dense, segments, args, resident: bool) -> dict:
             shape.reset_gpu_peak(args.device)
             start = time.perf_counter()
             masks, _ = prune_model(model, segments, build_method(name, PATTERNS[pattern_name]), args.device, timer,
-                                   progress=False, activations=activations)
+                                   progress=False, activations=activations, memory_store=memory_store)
             sync(args.device)
             seconds = time.perf_counter() - start
             kept = sum(masks.kept.values())

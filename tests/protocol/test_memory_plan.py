@@ -139,3 +139,21 @@ def test_sizes_are_printed_in_the_unit_that_shows_them():
 
     assert [size(n) for n in (0, 900, 5 * 1024, 3 * 1024**2 + 1, 2 * GIB)] == [
         "0 B", "900 B", "5.0 KiB", "3.0 MiB", "2.00 GiB"]
+
+
+def test_copals_memory_stays_on_the_gpu_with_the_model_when_the_plan_fits_it():
+    from copal_exp.protocol.memory import choose_memory_place
+
+    seven = llama("llama_7b")
+    copal = validate(compose(["model=llama_7b", "method=copal"]))  # 3 carried G of 26 GB, model 13.5 GB
+    assert choose_memory_place(seven, copal, torch.float16, "cuda", 141 * GIB, resident=True) == "device"  # H200
+    assert choose_memory_place(seven, copal, torch.float16, "cuda", 80 * GIB, resident=True) == "cpu"  # 78 GB of G
+    assert choose_memory_place(seven, copal, torch.float16, "cuda", 141 * GIB, resident=False) == "cpu"
+    one_order = validate(compose(["model=llama_7b", "method=copal", "order=given"]))  # 2 carried at once
+    assert choose_memory_place(seven, one_order, torch.float16, "cuda", 80 * GIB, resident=True) == "device"
+    pinned = validate(compose(["model=llama_7b", "method=copal", "run.offload.memory=cpu"]))
+    assert choose_memory_place(seven, pinned, torch.float16, "cuda", 141 * GIB, resident=True) == "cpu"
+    on = plan_memory(seven, copal, torch.float16, "cuda", resident=True, memory_on="device")
+    assert needs(on, "gpu")["copal memory of 3 carried state(s)"] == 3 * 4 * 6_476_005_376
+    assert needs(on, "gpu").get("statistics of one decoder layer", 0) == 0  # this step's G becomes a carried one
+    assert on.record()["memory_place"] == "device" and plan_memory(seven, copal, torch.float16, "cuda").memory_place == "cpu"

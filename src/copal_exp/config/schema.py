@@ -77,7 +77,9 @@ class StateConfig:
 
 @dataclass
 class OffloadConfig:
-    memory: str = key("cpu", "where a method's memory waits between steps (COPAL's G)", choices=PLACES)
+    memory: str = key("auto", "where a method's memory waits between steps (COPAL's G); auto = on the device when the "
+                              "model is kept there (run.resident) and the memory plan still fits with it there, else "
+                              "cpu", choices=ACTIVATION_PLACES)
     activations: str = key("auto", "where calibration activations wait between layers; auto = on the device when the "
                                    "model is kept there (run.resident), else cpu", choices=ACTIVATION_PLACES)
     dir: Optional[str] = key(None, "folder for disk offload; null = <job dir>/offload")

@@ -125,7 +125,7 @@ def _run(settings: Settings, out_dir: Path, store: StateStore, hydra_cfg=None) -
             log.info("continuing %s after %s from %s", method.name, meta["datasets_seen"], state.load)
         experiment = Experiment(settings, model, tokenizer, on_progress=save, store=store,
                                 initial_memory=initial_memory, keep_final_state=bool(state.export),
-                                resident=plan.resident)
+                                resident=plan.resident, memory_place=plan.memory_place)
         results = experiment.run(data, data_root)
         if state.export:
             history = continual.get("datasets_seen_before", []) + list(settings.orders[0])

@@ -52,6 +52,7 @@ class Need:
 class MemoryPlan:
     needs: list[Need] = field(default_factory=list)
     resident: bool = False  # the whole model kept on the GPU for the job (run.resident)
+    memory_place: str = "cpu"  # where a method's memory waits between steps (run.offload.memory, auto resolved)
 
     def total(self, where: str) -> int:
         return sum(n.bytes for n in self.needs if n.where == where)
@@ -66,7 +67,7 @@ class MemoryPlan:
 
     def record(self) -> dict[str, Any]:
         return {"host_bytes": self.total("host"), "gpu_bytes": self.total("gpu"), "disk_bytes": self.total("disk"),
-                "resident": self.resident, "needs": [asdict(n) for n in self.needs if n.bytes]}
+                "resident": self.resident, "memory_place": self.memory_place, "needs": [asdict(n) for n in self.needs if n.bytes]}
 
     def check(self, host_bytes: int, gpu_bytes: int | None, disk_bytes: int | None,
               disk_folder: Path | None = None) -> None:
@@ -86,11 +87,12 @@ class MemoryPlan:
 
 
 def plan_memory(model: torch.nn.Module, settings, dtype: torch.dtype, device: str, baseline: int = 0,
-                eval_windows: int = 0, resident: bool = False) -> MemoryPlan:
+                eval_windows: int = 0, resident: bool = False, memory_on: str | None = None) -> MemoryPlan:
     """The plan of ``settings``'s job on ``model`` (meta or real) in ``dtype`` on ``device``; ``baseline``
     is what the process holds before the model loads, ``eval_windows`` the most windows of a dataset,
-    ``resident`` whether the whole model stays on the GPU for the job."""
-    offload = settings.run.offload
+    ``resident`` whether the whole model stays on the GPU for the job, ``memory_on`` where a method's memory
+    waits (default: :func:`memory_place` without the device)."""
+    memory_on = memory_on or memory_place(settings, resident)
     method = settings.method_class
     item = torch.empty((), dtype=dtype).element_size()
     gpu = str(device).startswith("cuda")
@@ -112,7 +114,7 @@ def plan_memory(model: torch.nn.Module, settings, dtype: torch.dtype, device: st
     activations = activations_place(settings, resident)
     p = MemoryPlan([Need("process before the model (Python, torch, libraries, data)", "host", baseline),
                     Need("model weights" + (" (loaded on the host, then moved)" if resident else ""), "host",
-                         params * item)], resident=resident)
+                         params * item)], resident=resident, memory_place=memory_on)
     if resident:
         p.needs.append(Need("the whole model, kept on the GPU for the job", "gpu", params * item, "run.resident=false"))
     if method.prunes:
@@ -120,7 +122,7 @@ def plan_memory(model: torch.nn.Module, settings, dtype: torch.dtype, device: st
         carries = order_plan.peak_carries()
         layer_statistics = max((sum(method.statistics_bytes(o, i) for o, i in layer) for layer in per_layer.values()),
                                default=0)
-        if method.carries_memory and place[offload.memory] == compute:
+        if method.carries_memory and place[memory_on] == compute:
             layer_statistics = 0  # they become the new memory where they are: counted with the carried states
         p.needs += [
             Need("dense copy of the pruned weights", "host", prunable * item),
@@ -135,7 +137,7 @@ def plan_memory(model: torch.nn.Module, settings, dtype: torch.dtype, device: st
             p.needs.append(Need("the decoder layer being pruned", "gpu", layer_params * item))
         memory = sum(method.memory_bytes(o, i) for o, i in shapes.values())
         if memory:
-            where = place[offload.memory]
+            where = place[memory_on]
             p.needs.append(Need(f"{method.name} memory of {carries} carried state(s)", where, carries * memory,
                                 "run.offload.memory=disk"))
             if where != "disk":  # checkpointed into states/ (a disk-offloaded memory is referenced, not copied)
@@ -164,6 +166,13 @@ def activations_place(settings, resident: bool) -> str:
     return ("device" if resident else "cpu") if place == "auto" else place
 
 
+def memory_place(settings, resident: bool, fits_on_device: bool = False) -> str:
+    """Where a method's memory (COPAL's G) waits between steps: ``run.offload.memory``, where ``auto`` is the
+    device for a model kept there whose plan still fits with the memory there too, and the host otherwise."""
+    place = settings.run.offload.memory
+    return ("device" if resident and fits_on_device else "cpu") if place == "auto" else place
+
+
 def choose_resident(model: torch.nn.Module, settings, dtype: torch.dtype, device: str, gpu_bytes: int | None,
                     baseline: int = 0, eval_windows: int = 0) -> bool:
     """Whether the whole model stays on the GPU for the job: ``run.resident`` when set, else when the plan
@@ -178,6 +187,18 @@ def choose_resident(model: torch.nn.Module, settings, dtype: torch.dtype, device
     return gpu_bytes is not None and trial.total("gpu") <= RESIDENT_SHARE * gpu_bytes
 
 
+def choose_memory_place(model: torch.nn.Module, settings, dtype: torch.dtype, device: str, gpu_bytes: int | None,
+                        resident: bool, baseline: int = 0, eval_windows: int = 0) -> str:
+    """Where a method's memory waits between steps (:func:`memory_place`): for ``run.offload.memory=auto``
+    the device when the model is kept there and the plan with every carried memory on the GPU too needs at
+    most :data:`RESIDENT_SHARE` of its memory, else the host."""
+    fits = False
+    if resident and settings.run.offload.memory == "auto" and settings.method_class.carries_memory:
+        trial = plan_memory(model, settings, dtype, device, baseline, eval_windows, resident, memory_on="device")
+        fits = gpu_bytes is not None and trial.total("gpu") <= RESIDENT_SHARE * gpu_bytes
+    return memory_place(settings, resident, fits)
+
+
 def plan_for_job(settings, device: str, eval_windows: int, job_dir: Path) -> MemoryPlan:
     """The job's plan before its model loads (logged), with the residency decided; refused when it cannot
     fit on this machine."""
@@ -187,9 +208,11 @@ def plan_for_job(settings, device: str, eval_windows: int, job_dir: Path) -> Mem
     folder = Path(settings.run.offload.dir or job_dir)
     limits = machine_limits(device, folder)
     resident = choose_resident(model, settings, dtype, device, limits[1], baseline, eval_windows)
-    plan = plan_memory(model, settings, dtype, device, baseline, eval_windows, resident)
-    logging.getLogger(__name__).info("memory plan (%s%s):\n%s", device, ", model kept on the device" if resident else "",
-                                     plan.table())
+    memory_on = choose_memory_place(model, settings, dtype, device, limits[1], resident, baseline, eval_windows)
+    plan = plan_memory(model, settings, dtype, device, baseline, eval_windows, resident, memory_on)
+    kept = ", model kept on the device" if resident else ""
+    kept += f", {settings.method_class.name} memory on the device" if plan.memory_place == "device" and resident else ""
+    logging.getLogger(__name__).info("memory plan (%s%s):\n%s", device, kept, plan.table())
     plan.check(*limits, disk_folder=folder)
     return plan
 

@@ -28,6 +28,7 @@ from copal_exp.protocol.costs import plan_counts
 from copal_exp.protocol.evaluator import Evaluator, TaskScorer
 from copal_exp.protocol.jobdir import offload_folder
 from copal_exp.protocol.memory import activations_place
+from copal_exp.protocol.memory import memory_place as memory_place_of
 from copal_exp.protocol.plan import Plan
 from copal_exp.protocol.settings import Settings
 from copal_exp.protocol.states import ModelState, StateCache
@@ -50,7 +51,8 @@ class Experiment:
     """One Hydra job: a model, a method, a pattern and one or more dataset orders."""
 
     def __init__(self, settings: Settings, model, tokenizer, on_progress=None, store: StateStore | None = None,
-                 initial_memory: Memory | None = None, keep_final_state: bool = False, resident: bool = False):
+                 initial_memory: Memory | None = None, keep_final_state: bool = False, resident: bool = False,
+                 memory_place: str | None = None):
         self.settings = settings
         self.model, self.tokenizer = model, tokenizer
         self.device = settings.device
@@ -66,6 +68,8 @@ class Experiment:
         # the memory plan's decision: the whole model stays on the GPU for the job, so no layer and no evaluation
         # round moves it (on a CPU it is always there)
         self.resident = resident
+        # where the method's memory waits between steps (the plan's decision for run.offload.memory=auto)
+        self.memory_place = memory_place or memory_place_of(settings, resident)
         if resident:
             model.to(self.device)
         self.plan: Plan | None = None
@@ -144,7 +148,7 @@ class Experiment:
         offload = s.run.offload
         folder = offload_folder(offload.dir, self.store.dir.parent if self.store else None)
         activations = Offloader(activations_place(s, self.resident), self.device, folder / "activations")
-        memory_store = Offloader(offload.memory, self.device, folder / "memory")
+        memory_store = Offloader(self.memory_place, self.device, folder / "memory")
         resumed = self.results["resumed_states"] = self.cache.resume(plan, self.keep_final_state)
         if resumed:
             log.info("resuming: %d of %d states already computed in this job directory", resumed, plan.prune_steps)
