@@ -151,6 +151,25 @@ def test_the_estimate_is_the_recorded_medians_times_the_plan(tmp_path, monkeypat
     assert costs.estimate_seconds(settings, settings.device, 1)[0] is None  # other threads: another machine key
 
 
+def test_a_steps_recorded_cost_is_its_wall_time_but_its_evaluations(tmp_path, monkeypatch):
+    """What is recorded per step is everything the step cost but its evaluations (checkpointing and logging
+    included), per calibration token; without a wall time, its phases but the evaluations."""
+    import json
+    from types import SimpleNamespace
+
+    from copal_exp.protocol import costs
+
+    monkeypatch.setenv("COPAL_CACHE_DIR", str(tmp_path))
+    settings = validate(compose([*TINY, "method=wanda", "order=all_perms"]))
+    tokens = settings.data.nsamples * settings.data.seqlen
+    states = [SimpleNamespace(key=("a",), seconds={"statistics": 1.0, "masks": 0.5, "evaluation": 2.0}),
+              SimpleNamespace(key=("b",), seconds={"statistics": 1.0, "evaluation": 2.0, "zeroshot": 1.0})]
+    costs.record_costs(settings, "cpu", 2, states, {"wikitext2": 1, "ptb": 1, "c4": 1}, {("a",): 6.0})
+    record = json.loads(costs.costs_file("tiny_llama").read_text())[costs.machine_key("cpu", 2)]
+    assert record["prune"]["wanda"] == pytest.approx([(6.0 - 2.0) / tokens, 1.0 / tokens])
+    assert record["evaluation"] == pytest.approx([2.0 / (3 * settings.data.seqlen)] * 2)
+
+
 @pytest.mark.parametrize("n", [2, 3, 4, 5])
 def test_the_memory_plan_counts_the_carried_states_of_a_t_step_prefix(n):
     """All orders of T datasets, computed depth first: the T − 1 open prefixes and the state being built are

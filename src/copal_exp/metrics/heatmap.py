@@ -33,6 +33,17 @@ def ratio_bar(fig, image, axes) -> None:
     bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _: f"×{2 ** x:.3g}"))
 
 
+def panel_size(n_datasets: int, n_rows: int) -> tuple[float, float]:
+    """Inches of one matrix panel: room for every cell's number whatever the stream's length (3 datasets and
+    4 rows give the 3.4 × 2.9 of the paper-sized panels)."""
+    return 1.55 + 0.62 * n_datasets, 1.6 + 0.33 * n_rows
+
+
+def cell_text(value: float) -> str:
+    """A cell's perplexity, in at most five characters below 1000 (one decimal below 100)."""
+    return f"{value:.1f}" if abs(value) < 100 else f"{value:.0f}"
+
+
 def matrix_figure(matrix, datasets, order, title: str = "", ax=None, dense: dict[str, float] | None = None,
                   norm=None):
     """One perplexity matrix as an annotated heatmap: rows are the steps (the dense model first when
@@ -47,7 +58,7 @@ def matrix_figure(matrix, datasets, order, title: str = "", ax=None, dense: dict
 
     fig = None
     if ax is None:
-        fig, ax = plt.subplots(figsize=(3.4, 2.9))
+        fig, ax = plt.subplots(figsize=panel_size(len(datasets), len(matrix) + bool(dense)))
     rows = [list(r) for r in matrix]
     labels = [f"{t + 1}: {d}" for t, d in enumerate(order)]
     if dense:
@@ -61,7 +72,7 @@ def matrix_figure(matrix, datasets, order, title: str = "", ax=None, dense: dict
     image = ax.imshow(ratio, cmap=cmap, norm=norm, aspect="auto")
     for t, row in enumerate(rows):
         for d, v in enumerate(row):
-            ax.text(d, t, f"{v:.1f}", ha="center", va="center", fontsize=7,
+            ax.text(d, t, cell_text(v), ha="center", va="center", fontsize=7 if len(datasets) <= 4 else 6,
                     color=_text_colour(cmap(norm(ratio[t, d]))))
     ax.set_xticks(range(len(datasets)), datasets, fontsize=7, rotation=25, ha="right")
     ax.set_yticks(range(len(labels)), labels, fontsize=7)

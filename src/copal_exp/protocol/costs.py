@@ -4,7 +4,7 @@ model measured on this machine.
 
 Every finished (or failed) job adds its measured costs to ``$COPAL_CACHE_DIR/costs/<model>.json``, under
 this machine's key (host, device, threads): per method and allocation the seconds of a prune step per
-calibration token (everything but its evaluations), the seconds per evaluated token of a perplexity round,
+calibration token (its wall time but its evaluations: pruning, restoring, checkpointing, logging), the seconds per evaluated token of a perplexity round,
 and per dataset the number of evaluation windows at that ``seqlen``. The estimate of a job is then
 
     prune steps × median(seconds per calibration token) × nsamples × seqlen
@@ -113,16 +113,24 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
-def record_costs(settings, device: str, threads: int, states, windows: dict[str, int]) -> None:
-    """Add what this job measured (``states``: its computed states, with per-phase seconds) to the model's
-    costs file. Never fails the job: a cache that cannot be written only loses the estimate."""
+def record_costs(settings, device: str, threads: int, states, windows: dict[str, int],
+                 walls: dict[tuple, float] | None = None) -> None:
+    """Add what this job measured (``states``: its computed states, with per-phase seconds; ``walls``: each
+    one's whole step in wall seconds, by key) to the model's costs file. A step's cost is its wall time but
+    its evaluations — pruning and everything around it (restoring the dense weights, checkpointing, logging) —
+    or, without a wall time, the sum of its phases. Never fails the job: a cache that cannot be written only
+    loses the estimate."""
     seqlen, tokens = settings.data.seqlen, settings.data.nsamples * settings.data.seqlen
+    walls = walls or {}
     steps, rounds = [], []
     for state in states:
         seconds = state.seconds or {}
         if not seconds:
             continue
-        steps.append(sum(v for p, v in seconds.items() if p not in EVALUATION_PHASES) / tokens)
+        evaluating = sum(v for p, v in seconds.items() if p in EVALUATION_PHASES)
+        wall = walls.get(state.key)
+        step = wall - evaluating if wall is not None else sum(v for p, v in seconds.items() if p not in EVALUATION_PHASES)
+        steps.append(max(step, 0.0) / tokens)
         if "evaluation" in seconds:
             rounds.append(seconds["evaluation"] / (sum(windows.values()) * seqlen))
     if not steps:

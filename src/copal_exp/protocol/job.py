@@ -152,9 +152,11 @@ def _run(settings: Settings, out_dir: Path, store: StateStore, hydra_cfg=None) -
             log.error("could not record the job's status in %s: %s", out_dir, write_error)
         tracker.finish(partial, failed=True)
         if experiment is not None:
-            record_costs(settings, settings.device, torch.get_num_threads(), experiment.computed_states(), windows)
+            record_costs(settings, settings.device, torch.get_num_threads(), experiment.computed_states(), windows,
+                     experiment.walls)
         raise
-    record_costs(settings, settings.device, torch.get_num_threads(), experiment.computed_states(), windows)
+    record_costs(settings, settings.device, torch.get_num_threads(), experiment.computed_states(), windows,
+                     experiment.walls)
     extra["peak_rss_bytes"] = peak_rss_bytes()
     write_results({**results, **extra}, out_dir)
     tracker.finish(results)

@@ -77,6 +77,8 @@ class Experiment:
         self.dense_zeroshot: dict[str, Any] | None = None
         self.results: dict[str, Any] = {}
         self.computed: list[tuple] = []  # keys of the states this process computed (not restored)
+        # key -> wall seconds of its whole step (prune, evaluation, checkpoint, logging): what the next plan estimates
+        self.walls: dict[tuple, float] = {}
 
     def computed_states(self) -> list[ModelState]:
         return [self.states[key] for key in self.computed if key in self.states]
@@ -163,6 +165,7 @@ class Experiment:
                 parent = self.states.get(plan.parents[key]) if plan.parents[key] is not None else None
                 label = f"order {k + 1}/{len(s.orders)} step {t + 1}/{len(order)} [{order[t]}]"
                 bar.set_postfix_str(label)
+                step_started = time.perf_counter()
                 self.cache.start(parent, from_parent_weights=sequential)
                 memory_before = parent.memory if parent is not None else self.initial_memory
                 started = dict(self.timer.seconds)
@@ -185,6 +188,7 @@ class Experiment:
                 bar.update(1)
                 self.results.update(self.assemble())
                 self.on_progress(self.results)
+                self.walls[key] = time.perf_counter() - step_started
         bar.close()
 
     def task_scorer(self) -> TaskScorer | None:

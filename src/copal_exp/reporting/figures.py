@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from copal_exp.metrics.heatmap import matrix_figure, ratio_bar, ratio_norm
+from copal_exp.metrics.heatmap import matrix_figure, panel_size, ratio_bar, ratio_norm
 from copal_exp.reporting.runs import job_label, prunes, run_label
 from copal_exp.reporting.tables import swept_keys
 
@@ -50,7 +50,8 @@ def _job_grid(runs: list[dict[str, Any]], path: Path, norm, swept: list[str]) ->
     import matplotlib.pyplot as plt
 
     n_orders = max(len(r["permutations"]) for r in runs)
-    fig, axes = plt.subplots(len(runs), n_orders, figsize=(3.4 * n_orders + 1.2, 2.8 * len(runs) + 0.4),
+    width, height = panel_size(max(len(r["datasets"]) for r in runs), max(len(r["datasets"]) for r in runs) + 1)
+    fig, axes = plt.subplots(len(runs), n_orders, figsize=(width * n_orders + 1.2, (height - 0.1) * len(runs) + 0.4),
                              squeeze=False, gridspec_kw={"wspace": 0.75, "hspace": 0.45})
     image = None
     for i, r in enumerate(runs):
@@ -141,7 +142,7 @@ def forgetting_curves(runs: list[dict[str, Any]], path: Path) -> Path | None:
     curves = [(label, f) for label, f in curves if f and f["steps"] > 1]
     if not curves:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    fig, ax = plt.subplots(figsize=(6.4, 3.8 + 0.22 * len(curves)))
     for label, f in curves:
         steps = list(range(2, f["steps"] + 1))
         line = ax.plot(steps, f["mean"][1:], marker="o", lw=1.5, label=f"{label} ({f['orders']} orders)")[0]
@@ -151,8 +152,9 @@ def forgetting_curves(runs: list[dict[str, Any]], path: Path) -> Path | None:
     ax.set_xlabel("step (domains seen so far)")
     ax.set_ylabel("mean ppl change of earlier domains")
     ax.set_title("forgetting along the stream (band: best to worst order)", fontsize=10)
-    ax.legend(fontsize=7)
+    # below the axes, so no line or band is hidden behind it
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
