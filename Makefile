@@ -37,7 +37,7 @@ test: setup ## Run the whole test suite (unit, protocol, CLI, end to end on Smol
 test-fast: setup ## Run the tests except the end-to-end ones on real models (marker slow)
 	$(PY) -m pytest -q -m "not slow"
 
-test-unit: setup ## Run the in-process tests only (no SmolLM2, no subprocesses): about a minute
+test-unit: setup ## Run the in-process tests only (no SmolLM2, no subprocesses)
 	$(PY) -m pytest -q -m "not slow and not subprocess"
 
 test-slurm: setup ## Start the local single-node SLURM cluster (scripts/slurm_local.sh) and run the SLURM tests
