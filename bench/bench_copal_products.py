@@ -13,26 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
 import torch
+from bench_eval import median_seconds
 from bench_prune import ROOT, commit, machine
 
 from copal_exp.pruning.methods.copal import accumulate_sensitivity
 
 #: SmolLM2-135M's linear shapes (d_out, d_in) and how many of each a decoder layer has
 SHAPES = {"q/o_proj": (576, 576, 2), "k/v_proj": (192, 576, 2), "gate/up_proj": (1536, 576, 2), "down_proj": (576, 1536, 1)}
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -58,7 +48,7 @@ def main() -> None:
             s = torch.zeros(d_out, d_in)
             return accumulate_sensitivity(s, torch.cat(xs, dim=1), torch.cat(ys, dim=1), "token")
 
-        a, b = median_time(per_segment, args.repeats), median_time(one_product, args.repeats)
+        a, b = median_seconds(per_segment, args.repeats), median_seconds(one_product, args.repeats)
         close = torch.allclose(per_segment(), one_product(), rtol=1e-5, atol=1e-3)
         out["shapes"][label] = {"d_out": d_out, "d_in": d_in, "per_segment_ms": round(a * 1e3, 2),
                                 "one_product_ms": round(b * 1e3, 2), "ratio": round(a / b, 3),
