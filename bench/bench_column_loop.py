@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 
 import torch
 from bench_prune import ROOT, commit, machine
+from timing import median_run
 
-from copal_exp.pruning.masks import Pattern, nm_mask, prune_count
+from copal_exp.pruning.masks import Pattern, nm_mask, prune_count, unstructured_mask
 from copal_exp.pruning.methods.sparsegpt import (
     full_fp32_matmul,
     inverse_cholesky_upper,
@@ -83,8 +83,8 @@ def before(weights, hessian, pattern, blocksize=128, percdamp=0.01):
 
 def floor(weights, hessian, pattern, blocksize=128, percdamp=0.01):
     """The loop's arithmetic without its per-column launches: the same preparation and factorisation, then per
-    block its mask selection done at once (the same sort for unstructured; every N:M group of the block in one
-    call), one product for its in-block updates (upper triangle of U1 × the block's errors) and the lazy
+    block its mask selection done at once (the loop's own selection, ``unstructured_mask`` of each block, for
+    unstructured; every N:M group of the block in one call), one product for its in-block updates (upper triangle of U1 × the block's errors) and the lazy
     update."""
     with full_fp32_matmul():
         stacked = torch.cat([w.float() for w in weights]) if len(weights) > 1 else weights[0].float()
@@ -98,22 +98,13 @@ def floor(weights, hessian, pattern, blocksize=128, percdamp=0.01):
             d = torch.diag(u1)
             score = (w1**2 / d.reshape(-1, 1) ** 2).t()
             if pattern.kind == "unstructured":
-                torch.sort(score.reshape(-1), stable=True).indices[: prune_count(score.numel(), pattern.ratio)]
+                unstructured_mask(score, pattern.ratio)
             else:
                 nm_mask(score, pattern.n, pattern.m)
             err1 = w1 / d.reshape(-1, 1)
             w1.addmm_(torch.triu(u1, 1).t(), err1, alpha=-1.0)
             wt[i2:].addmm_(u[i1:i2, i2:].t(), err1, alpha=-1.0)
         return wt
-
-
-def median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
 
 
 def main() -> None:
@@ -129,9 +120,9 @@ def main() -> None:
             hessian = x.t() @ x * (2.0 / 2048)
             weights = [torch.randn(rows, cols, generator=g) * 0.02]
             for name, pattern in PATTERNS.items():
-                floor_s, _ = median_time(lambda: floor(weights, hessian, pattern), args.repeats)
-                before_s, old = median_time(lambda: before(weights, hessian, pattern), args.repeats)
-                after_s, new = median_time(lambda: sparsify_stacked(weights, hessian, pattern), args.repeats)
+                floor_s, _ = median_run(lambda: floor(weights, hessian, pattern), args.repeats)
+                before_s, old = median_run(lambda: before(weights, hessian, pattern), args.repeats)
+                after_s, new = median_run(lambda: sparsify_stacked(weights, hessian, pattern), args.repeats)
                 identical = all(torch.equal(a[1], b[1]) and torch.equal(a[0], b[0]) for a, b in zip(old, new))
                 row = {"rows": rows, "cols": cols, "before_s": round(before_s, 3), "after_s": round(after_s, 3),
                        "floor_s": round(floor_s, 3), "speedup": round(before_s / after_s, 3),

@@ -16,8 +16,8 @@ import json
 import time
 
 import torch
-from bench_eval import median_seconds
 from bench_prune import ROOT, commit, machine
+from timing import median_seconds
 
 from copal_exp.pruning.methods.copal import accumulate_sensitivity
 
@@ -48,7 +48,7 @@ def main() -> None:
             s = torch.zeros(d_out, d_in)
             return accumulate_sensitivity(s, torch.cat(xs, dim=1), torch.cat(ys, dim=1), "token")
 
-        a, b = median_seconds(per_segment, args.repeats), median_seconds(one_product, args.repeats)
+        a, b = median_seconds(per_segment, args.repeats, warmup=1), median_seconds(one_product, args.repeats, warmup=1)
         close = torch.allclose(per_segment(), one_product(), rtol=1e-5, atol=1e-3)
         out["shapes"][label] = {"d_out": d_out, "d_in": d_in, "per_segment_ms": round(a * 1e3, 2),
                                 "one_product_ms": round(b * 1e3, 2), "ratio": round(a / b, 3),

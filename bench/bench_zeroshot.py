@@ -7,7 +7,7 @@ Perplexity: ``perplexity`` over ``--windows`` WikiText-2 windows of 256 tokens. 
 ``limit`` examples each, at batch size 1 and 8; the tokens it runs are counted at the model's forward
 (every ``input_ids`` entry the harness feeds, its padding included; at batch size 1 there is none, so that
 count is the real tokens of both). Median seconds
-of ``--repeats`` after one warm-up run each (``bench_eval.median_seconds``). Writes ``bench/results/zeroshot-<commit>-<time>.json``.
+of ``--repeats`` after one warm-up run each (``bench/timing.py``). Writes ``bench/results/zeroshot-<commit>-<time>.json``.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench_eval import SMOLLM2, median_seconds  # noqa: E402
+from bench_eval import SMOLLM2  # noqa: E402
 from bench_peer import commit  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 from copal_exp.data import load_dataset_splits  # noqa: E402
 from copal_exp.evaluation.perplexity import perplexity  # noqa: E402
@@ -49,7 +50,7 @@ def main() -> None:
     model.eval()
     windows = load_dataset_splits("wikitext2", tokenizer, root=default_root(), nsamples=1, seqlen=256, seed=0,
                                   max_windows=args.windows).evaluation
-    ppl_seconds = median_seconds(lambda: perplexity(model, windows), args.repeats)
+    ppl_seconds = median_seconds(lambda: perplexity(model, windows), args.repeats, warmup=1)
     tasks = list(TASK_SETS["wanda7"])
     counts = {"fed": 0, "forwards": 0}
 
@@ -63,7 +64,7 @@ def main() -> None:
     for batch in (1, 8):
         counts.update(fed=0, forwards=0)
         seconds = median_seconds(lambda b=batch: harness.evaluate(model, tokenizer, tasks, limit=args.limit, device="cpu",
-                                                                  batch_size=b), args.repeats)
+                                                                  batch_size=b), args.repeats, warmup=1)
         runs = args.repeats + 1  # median_seconds' warm-up and the timed repeats, each the same requests
         per_run = {key: value // runs for key, value in counts.items()}
         per_run["real"] = zeroshot["batch_1"]["fed"] if batch > 1 else per_run["fed"]  # batch 1 pads nothing

@@ -33,13 +33,13 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import bench_7b_shape as shape
 import torch
+from timing import median_seconds
 
 from copal_exp.evaluation.perplexity import perplexity, perplexity_layerwise
 from copal_exp.io.offload import Offloader
@@ -63,16 +63,7 @@ def sync(device: str) -> None:
 
 def timed(fn, device: str, repeats: int = 1, warmup: int = 0) -> float:
     """Median seconds of ``repeats`` calls of ``fn`` after ``warmup`` calls (synchronised on a GPU)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_seconds(fn, repeats, warmup, synchronize=lambda: sync(device))
 
 
 def restore(linears: dict, dense: dict) -> None:

@@ -5,6 +5,7 @@ import torch
 from copal_exp.pruning.masks import (
     PackedMasks,
     Pattern,
+    kth_smallest,
     nm_mask,
     pack_mask,
     prune_count,
@@ -107,3 +108,17 @@ def test_unstructured_equals_stable_sort_reference(group, make):
     expected = torch.ones_like(rows, dtype=torch.bool)
     expected.scatter_(1, torch.sort(rows, dim=1, stable=True).indices[:, :k], False)
     assert torch.equal(unstructured_mask(score, 0.45, group), expected.reshape(score.shape))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(7, 13), (1, 1000), (64, 96)])
+def test_kth_smallest_is_torch_kthvalue(dtype, shape):
+    g = torch.Generator().manual_seed(3)
+    score = torch.randn(shape, generator=g).to(dtype)
+    score[:, :3] = score[:, 5:6]  # ties across the k-th position
+    for rows in (score, score.t()[: max(1, shape[1] // 2)].t()):  # contiguous and strided
+        for k in {1, rows.shape[1] // 2 or 1, rows.shape[1]}:
+            expected = torch.kthvalue(rows, k, dim=1, keepdim=True).values
+            got = kth_smallest(rows, k)
+            assert got.dtype == expected.dtype and got.shape == expected.shape
+            assert torch.equal(got, expected), (k, rows.stride())

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from copal_exp.config.fields import integer, number
-from copal_exp.pruning.masks import Pattern, nm_mask, prune_count
+from copal_exp.pruning.masks import Pattern, nm_mask, unstructured_mask
 from copal_exp.pruning.methods.registry import PruningMethod, register
 
 log = logging.getLogger(__name__)
@@ -122,13 +122,11 @@ def sparsify_stacked(
             err1 = torch.empty_like(w1)
             mask1 = pruned[i1:i2]
             if pattern.kind == "unstructured":
+                score = w1**2 / d.reshape(-1, 1) ** 2
                 for r0, r1 in zip(bounds, bounds[1:]):  # each linear's own rows × block group
-                    # scores in W's row-major order so ties break as in the original
-                    score = (w1[:, r0:r1] ** 2 / d.reshape(-1, 1) ** 2).t().reshape(-1)
-                    k = prune_count(score.numel(), pattern.ratio)
-                    chosen = torch.zeros(score.numel(), dtype=torch.bool, device=wt.device)
-                    chosen[torch.sort(score, stable=True).indices[:k]] = True
-                    mask1[:, r0:r1] = chosen.reshape(r1 - r0, i2 - i1).t()
+                    # the lowest floor(ratio · n) scores in W's row-major order (ties: lowest index first,
+                    # as a stable sort of the flattened block would choose), found without sorting
+                    mask1[:, r0:r1] = ~unstructured_mask(score[:, r0:r1].t(), pattern.ratio).t()
             # Three kernels per column (the loop's cost on a CPU is their launch, not their arithmetic):
             # err = (w ⊙ pruned) / U_ii into its row of the block's errors, then the rank-one update of the
             # block's later columns. Column i itself is never read again (its pruned entries are zeroed
