@@ -7,6 +7,7 @@ from copal_exp.pruning.masks import (
     Pattern,
     kth_smallest,
     nm_mask,
+    pack_bits_tensor,
     pack_mask,
     prune_count,
     select_mask,
@@ -73,8 +74,9 @@ def test_select_mask_dispatch_and_packing():
     assert torch.equal(unpack_mask(packed, keep.shape), keep)
     odd = torch.rand(3, 5) > 0.5  # a size that is not a multiple of 8
     assert torch.equal(unpack_mask(pack_mask(odd), odd.shape), odd)
-    for mask in (keep, odd):  # packed where the mask lies, in numpy's packbits order
-        assert np.array_equal(pack_mask(mask), np.packbits(mask.numpy().reshape(-1)))
+    for mask in (keep, odd):  # the device path (tensor arithmetic) gives numpy's packbits bytes, as the CPU path
+        assert np.array_equal(pack_bits_tensor(mask).numpy(), np.packbits(mask.numpy().reshape(-1)))
+        assert np.array_equal(pack_mask(mask), pack_bits_tensor(mask).numpy())
 
 
 def test_packed_masks_hold_bits_counts_and_shapes():
