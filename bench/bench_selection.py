@@ -7,7 +7,9 @@ Scores are random (selection time hardly depends on the values) in two kinds: di
 tied (eight levels, like dequantised weights). For each comparison group (``row``: every output row, Wanda's
 and COPAL's default; ``layer``: the whole matrix; ``block``: SparseGPT's 128-column blocks) it times, median of
 ``--repeats`` after one warm-up, the k-th value at 50 % both ways, checking they are equal, and the full
-``unstructured_mask`` as the project runs it. Writes ``bench/results/selection-<commit>-<time>.json``. Run it
+``unstructured_mask`` as the project runs it; and N:M masks (2:4, 4:8) by the stable sort of each group they
+used to be chosen with (``sorted_nm_mask`` below, kept as the reference) against ``nm_mask``'s pairwise
+ranking, checking they are equal. Writes ``bench/results/selection-<commit>-<time>.json``. Run it
 alone (2 cores).
 """
 
@@ -21,7 +23,7 @@ import torch
 from bench_prune import ROOT, commit, machine
 from timing import median_run, median_seconds
 
-from copal_exp.pruning.masks import kth_smallest, prune_count, unstructured_mask
+from copal_exp.pruning.masks import kth_smallest, nm_mask, prune_count, unstructured_mask
 
 # (rows, cols) of SmolLM2-135M's prunable linears in one decoder layer
 LAYER = {"q_proj": (576, 576), "k_proj": (192, 576), "v_proj": (192, 576), "o_proj": (576, 576),
@@ -36,6 +38,14 @@ def groups(score: torch.Tensor, group: str) -> list[torch.Tensor]:
     if group == "layer":
         return [score.reshape(1, -1)]
     return [score[:, i : i + 128].reshape(1, -1) for i in range(0, score.shape[1], 128)]  # SparseGPT's blocks
+
+
+def sorted_nm_mask(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """N:M selection as it was before pairwise ranking: a stable descending sort of every group."""
+    rows, cols = score.shape
+    groups = score.reshape(rows, cols // m, m)
+    top = torch.sort(groups, dim=-1, stable=True, descending=True).indices[..., :n]
+    return torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, top, True).reshape(rows, cols)
 
 
 def main() -> None:
@@ -65,6 +75,16 @@ def main() -> None:
             print(f"{kind:8s} {group:5s}", row, flush=True)
             if not equal:
                 raise SystemExit(f"kth_smallest differs from torch.kthvalue ({kind}, {group})")
+        for n, m in ((2, 4), (4, 8)):
+            sort_s, expected = median_run(lambda: [sorted_nm_mask(x, n, m) for x in scores], args.repeats, warmup=1)
+            pair_s, got = median_run(lambda: [nm_mask(x, n, m) for x in scores], args.repeats, warmup=1)
+            equal = all(torch.equal(a, b) for a, b in zip(expected, got))
+            row = {"sort_s": round(sort_s * LAYERS, 3), "nm_mask_s": round(pair_s * LAYERS, 3),
+                   "speedup": round(sort_s / pair_s, 2), "equal": equal}
+            out["cases"][f"{kind}, {n}:{m}"] = row
+            print(f"{kind:8s} {n}:{m}  ", row, flush=True)
+            if not equal:
+                raise SystemExit(f"nm_mask differs from the stable sort ({kind}, {n}:{m})")
     dest = ROOT / "bench" / "results" / f"selection-{out['commit']}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(out, indent=2))

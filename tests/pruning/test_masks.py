@@ -124,3 +124,19 @@ def test_kth_smallest_is_torch_kthvalue(dtype, shape):
             got = kth_smallest(rows, k)
             assert got.dtype == expected.dtype and got.shape == expected.shape
             assert torch.equal(got, expected), (k, rows.stride())
+
+
+@pytest.mark.parametrize("n,m", [(2, 4), (4, 8), (1, 4), (3, 4), (5, 16), (7, 32)])
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "distinct"])
+def test_nm_equals_stable_sort_reference(n, m, tied):
+    """Pairwise ranking (m ≤ 16) and the sort beyond it choose what a stable descending sort of each group
+    chooses: the n highest, equal scores kept lowest index first."""
+    g = torch.Generator().manual_seed(m * 10 + n)
+    score = torch.randint(0, 3, (12, 4 * m), generator=g).float() if tied else torch.rand(12, 4 * m, generator=g)
+    groups = score.reshape(12, 4, m)
+    expected = torch.zeros_like(groups, dtype=torch.bool)
+    for r in range(12):
+        for c in range(4):
+            order = sorted(range(m), key=lambda i: (-groups[r, c, i].item(), i))
+            expected[r, c, order[:n]] = True
+    assert torch.equal(nm_mask(score, n, m), expected.reshape(12, 4 * m))
