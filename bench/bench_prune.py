@@ -1,7 +1,10 @@
 """Prune-step benchmark on SmolLM2 with real data: per-phase times, each method against its floor,
 COPAL against Wanda, and ``order=all_perms`` with and without the planner.
 
-    python bench/bench_prune.py [--nsamples 8] [--seqlen 256] [--planner-windows 4]
+    python bench/bench_prune.py [--nsamples 8] [--seqlen 256] [--repeats 3] [--planner-windows 4]
+
+Every time is the median of ``--repeats`` runs (the floor's passes, each step and its phases, the isolated
+products), so that one run's ratios do not rest on single timings.
 
 Writes ``bench/results/prune-<commit>-<time>.json`` (machine, commit, settings, numbers).
 """
@@ -14,6 +17,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -103,6 +107,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--nsamples", type=int, default=8)
     p.add_argument("--seqlen", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=3, help="timed runs of each step and floor (medians recorded)")
     p.add_argument("--planner-windows", type=int, default=2)
     p.add_argument("--skip-planner", action="store_true")
     p.add_argument("--planner-methods", default="wanda,copal", help="methods timed with and without the planner")
@@ -116,23 +121,30 @@ def main() -> None:
     dense_state = copy.deepcopy(model.state_dict())
     out = {"machine": machine(), "commit": commit(), "settings": vars(args), "methods": {}}
 
-    floor = floor_passes(model, segments)
+    floor = statistics.median(floor_passes(model, segments) for _ in range(args.repeats))
     out["floor_two_passes_s"] = round(floor, 3)
     for name, options, pattern in (("magnitude", {}, "unstructured"), ("wanda", {}, "unstructured"),
                                    ("sparsegpt", {}, "unstructured"), ("copal", {"granularity": "segment"}, "unstructured"),
                                    ("copal", {"granularity": "token"}, "unstructured"), ("wanda", {}, "2:4"),
                                    ("sparsegpt", {}, "2:4"), ("copal", {"granularity": "token"}, "2:4")):
-        model.load_state_dict(dense_state)
         pat = Pattern.parse("nm", n=2, m=4) if pattern == "2:4" else Pattern.parse("unstructured", ratio=0.5)
-        timer = PhaseTimer()
-        start = time.perf_counter()
-        prune_model(model, segments, build_method(name, pat, **options), timer=timer, progress=False)
-        step = time.perf_counter() - start
+        steps, phases = [], []
+        for _ in range(args.repeats):
+            model.load_state_dict(dense_state)
+            timer = PhaseTimer()
+            start = time.perf_counter()
+            prune_model(model, segments, build_method(name, pat, **options), timer=timer, progress=False)
+            steps.append(time.perf_counter() - start)
+            phases.append(timer.seconds)
+        step = statistics.median(steps)
         # the floor's product must match the granularity the step ran with
-        products = method_products(model, segments, "copal-token" if options.get("granularity") == "token" else name, pat)
+        product = "copal-token" if options.get("granularity") == "token" else name
+        products = statistics.median(method_products(model, segments, product, pat) for _ in range(args.repeats))
         method_floor = (0.0 if name == "magnitude" else floor) + products
         key = f"{name}{'-' + options['granularity'] if options else ''} {pattern}"
-        out["methods"][key] = {"step_s": round(step, 3), "phases_s": {k: round(v, 3) for k, v in timer.seconds.items()},
+        out["methods"][key] = {"step_s": round(step, 3), "steps_s": [round(t, 3) for t in steps],
+                               "phases_s": {k: round(statistics.median(p.get(k, 0.0) for p in phases), 3)
+                                            for k in phases[0]},
                                "own_products_s": round(products, 3), "floor_s": round(method_floor, 3),
                                "step_over_floor": round(step / method_floor, 3) if method_floor else None}
         print(key, out["methods"][key], flush=True)

@@ -2,14 +2,17 @@ import numpy as np
 import pytest
 import torch
 
+from copal_exp.pruning import masks
 from copal_exp.pruning.masks import (
     PackedMasks,
     Pattern,
     kth_smallest,
+    nm_keep_group,
     nm_mask,
     pack_bits_tensor,
     pack_mask,
     prune_count,
+    select_kth,
     select_mask,
     unpack_mask,
     unstructured_mask,
@@ -103,13 +106,23 @@ def _mixed_ties(shape):
 @pytest.mark.parametrize("group", ["layer", "row"])
 @pytest.mark.parametrize("make", [lambda shape: torch.randint(0, 5, shape).float(), torch.rand, _mixed_ties],
                          ids=["tied", "distinct", "mixed"])
-def test_unstructured_equals_stable_sort_reference(group, make):
-    score = make((20, 33))
-    rows = score.reshape(1, -1) if group == "layer" else score
-    k = prune_count(rows.shape[1], 0.45)
-    expected = torch.ones_like(rows, dtype=torch.bool)
-    expected.scatter_(1, torch.sort(rows, dim=1, stable=True).indices[:, :k], False)
-    assert torch.equal(unstructured_mask(score, 0.45, group), expected.reshape(score.shape))
+@pytest.mark.parametrize("split", [False, True], ids=["one-thread", "rows-split"])
+def test_unstructured_equals_stable_sort_reference(group, make, split, monkeypatch):
+    """Also with the rows split among three selection threads (each its own partition buffer)."""
+    if split:
+        monkeypatch.setattr(masks, "PARALLEL_MIN_ENTRIES", 1)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(3)
+    try:
+        score = make((20, 33))
+        rows = score.reshape(1, -1) if group == "layer" else score
+        k = prune_count(rows.shape[1], 0.45)
+        expected = torch.ones_like(rows, dtype=torch.bool)
+        expected.scatter_(1, torch.sort(rows, dim=1, stable=True).indices[:, :k], False)
+        assert torch.equal(unstructured_mask(score, 0.45, group), expected.reshape(score.shape))
+    finally:
+        if split:
+            torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
@@ -124,6 +137,8 @@ def test_kth_smallest_is_torch_kthvalue(dtype, shape):
             got = kth_smallest(rows, k)
             assert got.dtype == expected.dtype and got.shape == expected.shape
             assert torch.equal(got, expected), (k, rows.stride())
+            _, tied = select_kth(rows, k)  # the k-th value occurs again after the k smallest
+            assert torch.equal(tied, (rows <= expected).sum(dim=1) > k), (k, rows.stride())
 
 
 @pytest.mark.parametrize("n,m", [(2, 4), (4, 8), (1, 4), (3, 4), (5, 16), (7, 32)])
@@ -140,3 +155,5 @@ def test_nm_equals_stable_sort_reference(n, m, tied):
             order = sorted(range(m), key=lambda i: (-groups[r, c, i].item(), i))
             expected[r, c, order[:n]] = True
     assert torch.equal(nm_mask(score, n, m), expected.reshape(12, 4 * m))
+    for c in range(4):  # SparseGPT's one group at a time, transposed: the same choice
+        assert torch.equal(nm_keep_group(groups[:, c].t().contiguous(), n).t(), expected[:, c])

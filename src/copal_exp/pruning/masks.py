@@ -7,7 +7,9 @@ Every function here is pure and works on plain tensors.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,15 +71,78 @@ def kth_smallest(rows: torch.Tensor, k: int) -> torch.Tensor:
     """The ``k``-th smallest value (1-based) of each row of a 2-D tensor, as a ``[rows, 1]`` column.
 
     The value ``torch.kthvalue`` returns. On a CPU it comes from NumPy's introselect (``np.partition``),
-    about four times faster than ``torch.kthvalue`` on this project's shapes (``bench/bench_selection.py``);
-    half-precision rows are widened to float32 first, which is exact. Elsewhere it is ``torch.kthvalue``."""
+    about four times faster than ``torch.kthvalue`` on this project's shapes (``bench/bench_selection.py``),
+    with the rows split among torch's threads (NumPy releases the GIL while it partitions: about 2× on two
+    cores); half-precision rows are widened to float32 first, which is exact. Elsewhere it is ``torch.kthvalue``."""
+    return select_kth(rows, k)[0]
+
+
+def select_kth(rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`kth_smallest` and, per row, whether that value is *tied beyond the count*: whether it occurs again
+    after the k smallest, so that ``rows <= kth`` would hold more than ``k`` entries (a ``[rows]`` bool). On a
+    CPU the second comes free from the partition (the minimum of its upper part), with no pass over the rows."""
     if rows.device.type != "cpu":
-        return torch.kthvalue(rows, k, dim=1, keepdim=True).values
+        kth = torch.kthvalue(rows, k, dim=1, keepdim=True).values
+        return kth, (rows <= kth).sum(dim=1) > k
     values = rows.detach()
     if values.dtype not in (torch.float32, torch.float64):
         values = values.float()
-    kth = np.partition(values.numpy(), k - 1, axis=1)[:, k - 1 : k]
-    return torch.from_numpy(np.ascontiguousarray(kth)).to(rows.dtype)
+    array = values.numpy()
+    kth = np.empty((array.shape[0], 1), dtype=array.dtype)
+    tied = np.zeros(array.shape[0], dtype=bool)
+
+    def select(start: int, stop: int) -> None:
+        # partitioned in place in this thread's reused buffer (np.partition would allocate a fresh copy,
+        # page faults included, for every call): the k smallest left of position k − 1, the rest right of it
+        chunk = _scratch(array[start:stop])
+        chunk.partition(k - 1, axis=1)
+        kth[start:stop] = chunk[:, k - 1 : k]
+        if k < chunk.shape[1]:
+            np.less_equal(chunk[:, k:].min(axis=1), chunk[:, k - 1], out=tied[start:stop])
+
+    parts = min(torch.get_num_threads(), array.shape[0], max(1, array.size // PARALLEL_MIN_ENTRIES))
+    bounds = np.linspace(0, array.shape[0], parts + 1).astype(int)
+    if parts > 1:
+        done = [_selection_pool().submit(select, a, b) for a, b in zip(bounds[1:-1], bounds[2:])]
+        select(bounds[0], bounds[1])
+        for future in done:
+            future.result()
+    else:
+        select(0, array.shape[0])
+    return torch.from_numpy(kth).to(rows.dtype), torch.from_numpy(tied)
+
+
+PARALLEL_MIN_ENTRIES = 1 << 16  # rows are split among threads only in chunks of at least this many entries
+_POOL: list[ThreadPoolExecutor] = []
+
+
+def _selection_pool() -> ThreadPoolExecutor:
+    """The threads :func:`kth_smallest` partitions on (created at first use, as many as torch's threads)."""
+    if not _POOL or _POOL[0]._max_workers < torch.get_num_threads():
+        _POOL[:] = [ThreadPoolExecutor(max(1, torch.get_num_threads()), thread_name_prefix="copal-select")]
+    return _POOL[0]
+
+
+_SCRATCH = threading.local()
+SCRATCH_MAX_ENTRIES = 1 << 24
+
+
+def _scratch(rows: np.ndarray) -> np.ndarray:
+    """A copy of ``rows`` in a buffer of the calling thread's, reused from call to call (grown when needed, up
+    to :data:`SCRATCH_MAX_ENTRIES`; larger rows get a fresh copy, so no thread holds more than 64 MiB)."""
+    if rows.size > SCRATCH_MAX_ENTRIES:
+        return rows.copy()
+    buffer = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or buffer.dtype != rows.dtype or buffer.size < rows.size:
+        buffer = _SCRATCH.buffer = np.empty(rows.size, dtype=rows.dtype)
+    out = buffer[: rows.size].reshape(rows.shape)
+    np.copyto(out, rows)
+    return out
+
+
+def apply_mask(weight: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``weight`` with its pruned entries set to zero (one pass, in ``weight``'s dtype)."""
+    return torch.where(keep, weight, torch.zeros((), dtype=weight.dtype, device=weight.device))
 
 
 def unstructured_mask(score: torch.Tensor, ratio: float, group: str = "layer") -> torch.Tensor:
@@ -95,15 +160,15 @@ def unstructured_mask(score: torch.Tensor, ratio: float, group: str = "layer") -
     # The first k indices of a stable ascending sort, without sorting: everything up to the k-th smallest
     # value — exactly k entries in a row where that value is not tied beyond the count — and, in the rows
     # where it is, everything below it and then its lowest-index ties until the count is exactly k.
-    kth = kth_smallest(rows, k)
-    pruned = rows <= kth
-    tied = (pruned.sum(dim=1) > k).nonzero().squeeze(1)
+    kth, tied = select_kth(rows, k)
+    keep = rows > kth
+    tied = tied.nonzero().squeeze(1)
     if tied.numel():
         sub, at = rows[tied], kth[tied]
         below, ties = sub < at, sub == at
         need = k - below.sum(dim=1, keepdim=True)
-        pruned[tied] = below | (ties & (ties.cumsum(dim=1) <= need))
-    return (~pruned).reshape(score.shape)
+        keep[tied] = ~(below | (ties & (ties.cumsum(dim=1) <= need)))
+    return keep.reshape(score.shape)
 
 
 PAIRWISE_MAX_M = 16  # N:M groups up to this size are ranked by pairwise comparison, larger ones sorted
@@ -131,6 +196,22 @@ def nm_mask(score: torch.Tensor, n: int, m: int) -> torch.Tensor:
             ranks[i] += later_first
             ranks[j] += ~later_first
     return (torch.stack(ranks, dim=-1) < n).reshape(rows, cols)
+
+
+def nm_keep_group(score: torch.Tensor, n: int) -> torch.Tensor:
+    """:func:`nm_mask` of a single group of M columns given transposed (``[m, rows]``: its rows are the
+    group's columns), as SparseGPT chooses one group at a time: the same choice (the n highest of each
+    column of ``score``, equal scores lowest row first) in a handful of kernels, by one broadcast pairwise
+    comparison (``m × m × rows`` booleans; the per-group call is bound by kernel launches, not arithmetic)."""
+    m = score.shape[0]
+    if m > PAIRWISE_MAX_M:  # m² × rows booleans would grow too large: sort
+        return nm_mask(score.t(), n, m).t()
+    later = torch.ones(m, m, dtype=torch.bool, device=score.device).triu_(1).unsqueeze(-1)  # [i, j]: j > i
+    other, this = score.unsqueeze(0), score.unsqueeze(1)  # [1, j, rows], [i, 1, rows]
+    # entry j comes before entry i when higher, or equal and at a lower position
+    before = torch.where(later, other > this, other >= this)
+    before.diagonal(dim1=0, dim2=1).fill_(False)
+    return before.sum(dim=1) < n
 
 
 def select_mask(score: torch.Tensor, pattern: Pattern, group: str = "layer") -> torch.Tensor:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from copal_exp.config.fields import integer, number
-from copal_exp.pruning.masks import Pattern, nm_mask, unstructured_mask
+from copal_exp.pruning.masks import Pattern, nm_keep_group, unstructured_mask
 from copal_exp.pruning.methods.registry import PruningMethod, register
 
 log = logging.getLogger(__name__)
@@ -133,9 +133,9 @@ def sparsify_stacked(
             # once at the end, its kept ones are unchanged by its own zero error), so it is not updated.
             pruned1 = mask1.to(w1.dtype) if pattern.kind == "unstructured" else torch.empty_like(w1)
             for i in range(i2 - i1):
-                if pattern.kind == "nm" and i % pattern.m == 0:
-                    score = w1[i : i + pattern.m].t() ** 2 / d[i : i + pattern.m].reshape(1, -1) ** 2
-                    mask1[i : i + pattern.m] = ~nm_mask(score, pattern.n, pattern.m).t()
+                if pattern.kind == "nm" and i % pattern.m == 0:  # the group's N highest w² / U_kk² in each row
+                    score = w1[i : i + pattern.m] ** 2 / d[i : i + pattern.m].reshape(-1, 1) ** 2
+                    torch.logical_not(nm_keep_group(score, pattern.n), out=mask1[i : i + pattern.m])
                     pruned1[i : i + pattern.m] = mask1[i : i + pattern.m]
                 torch.mul(w1[i], pruned1[i], out=err1[i]).div_(d[i])  # (w − q) / U_ii
                 w1[i + 1 :].addr_(u1[i, i + 1 :], err1[i], alpha=-1.0)
