@@ -157,6 +157,20 @@ def test_owl_options_are_checked_before_anything_loads(data_root):
     assert settings.allocation == OWL(m=5.0, lam=0.08, statistic="accumulated")
 
 
+@pytest.mark.parametrize("method,statistic", [("copal", "accumulated"), ("wanda", "wanda"), ("sparsegpt", "wanda"),
+                                              ("dsnot", "wanda")])
+def test_the_owl_statistic_defaults_to_the_methods_memory_when_it_carries_one(data_root, method, statistic):
+    """Left null, OWL counts outliers in COPAL's accumulated score (measured better) and in the official Wanda
+    scores for methods without memory; the resolved value is what the job records. Given, it is kept."""
+    settings = validate(compose([*TINY, f"data.root={data_root}", f"method={method}", "sparsity.allocation=owl"]))
+    assert settings.allocation.statistic == statistic
+    assert settings.resolved["sparsity"]["owl_statistic"] == statistic
+    if method == "copal":
+        given = validate(compose([*TINY, f"data.root={data_root}", "method=copal", "sparsity.allocation=owl",
+                                  "sparsity.owl_statistic=wanda"]))
+        assert given.allocation.statistic == "wanda"
+
+
 def reference_copal_outlier_ratios(model, segments, m, memory):
     """Each decoder layer's outlier ratio of COPAL's score |W ⊙ (G_before + G)| with G = Σ_tokens |2 ΔY Xᵀ|,
     ΔY = 2Y, taken directly from the inputs and outputs a full-model forward gives each linear."""
@@ -199,8 +213,8 @@ def test_owl_accumulated_counts_outliers_in_copals_score_over_every_step_so_far(
 
 @pytest.mark.parametrize("method", ["copal", "dsnot", "ria"])
 def test_every_method_runs_the_continual_protocol_with_owl(tmp_path, data_root, method):
-    """COPAL's allocation comes from each step's data (the dense model's Wanda outliers on it), so it changes
-    from step to step; its masks still come from the accumulated sensitivity."""
+    """Each step's allocation comes from that step's calibration data (COPAL's by default from its accumulated
+    score, which grows with every step), so it changes from step to step."""
     args = [*TINY, f"data.root={data_root}", f"method={method}", "order=given", "sparsity.allocation=owl",
             "sparsity.owl_m=2", "data.nsamples=3", "model.num_layers=4"]
     results = run_job(compose(args), tmp_path)
@@ -213,8 +227,8 @@ def test_every_method_runs_the_continual_protocol_with_owl(tmp_path, data_root, 
 def test_copal_with_the_accumulated_owl_statistic_runs_the_protocol(tmp_path, data_root):
     args = [*TINY, f"data.root={data_root}", "method=copal", "order=given", "sparsity.allocation=owl",
             "sparsity.owl_m=2", "data.nsamples=3", "model.num_layers=4"]
-    data = run_job(compose(args), tmp_path / "data")
-    accumulated = run_job(compose([*args, "sparsity.owl_statistic=accumulated"]), tmp_path / "accumulated")
+    data = run_job(compose([*args, "sparsity.owl_statistic=wanda"]), tmp_path / "data")
+    accumulated = run_job(compose(args), tmp_path / "accumulated")  # COPAL's default
     assert accumulated["sparsity"]["allocation"]["statistic"] == "accumulated"
     assert accumulated["config"]["sparsity"]["owl_statistic"] == "accumulated"
     from copal_exp.reporting.runs import run_label

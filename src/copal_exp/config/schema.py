@@ -136,7 +136,8 @@ class SparsityConfig:
                                       "(null: 0.08 unstructured, 2 N:M, as the official README's commands)")
     owl_statistic: Optional[str] = key(None, "what OWL counts outliers in: wanda (the official: Wanda scores on "
                                        "the step's data) or accumulated (a memory-carrying method's own score "
-                                       "over every step so far: COPAL's |W x G|) (null: wanda)",
+                                       "over every step so far: COPAL's |W x G|) (null: accumulated for a method "
+                                       "that carries memory, wanda for the others)",
                                        choices=("wanda", "accumulated"))
 
 

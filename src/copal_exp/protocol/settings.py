@@ -135,7 +135,7 @@ def check_logger(logger: Any) -> dict[str, Any]:
 def check_allocation(sp: dict[str, Any], pattern: Pattern, cls: type[PruningMethod]) -> Allocation:
     """``sparsity.allocation`` and its options, their defaults filled in by pattern (and recorded so)."""
     try:
-        allocation = Allocation.from_config(sp, pattern)
+        allocation = Allocation.from_config(sp, pattern, cls)
         allocation.check(pattern, cls)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc

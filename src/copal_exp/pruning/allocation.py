@@ -18,7 +18,9 @@ first, pruning-free pass); layers with more outliers are pruned less:
 What the outliers are counted in is ``sparsity.owl_statistic``: ``wanda`` (the official statistic above) or
 ``accumulated`` — for a method that carries memory across steps (COPAL), its own score from that memory plus
 this step's statistics, taken in the same pass (COPAL: ``|W ⊙ (G_{t−1} + G_t)|``, so the allocation follows
-every domain seen so far, not the new one only; docs/design.md, "Allocation (OWL)", compares the two).
+every domain seen so far, not the new one only; docs/design.md, "Allocation (OWL)", compares the two). Left
+null it is ``accumulated`` for a method that carries memory (measured better for COPAL at 50 %, 70 % and 2:4)
+and ``wanda`` for every other method.
 
 The maths (:func:`outlier_ratio`, :func:`owl_sparsities`, :func:`owl_pruned_per_group`) are pure functions
 of plain tensors and lists; :func:`layer_outlier_ratios` runs the pass that measures them, with the scores
@@ -136,8 +138,9 @@ class Allocation:
     keys: ClassVar[dict[str, str]] = {}
 
     @classmethod
-    def defaults(cls, pattern: Pattern) -> dict[str, Any]:
-        """Option values when the config leaves them null (they may depend on the pattern)."""
+    def defaults(cls, pattern: Pattern, method: type[PruningMethod] | None = None) -> dict[str, Any]:
+        """Option values when the config leaves them null (they may depend on the pattern and on the job's
+        method class, when given)."""
         return {}
 
     def check(self, pattern: Pattern, method: type[PruningMethod] | None = None) -> None:
@@ -145,10 +148,11 @@ class Allocation:
         ``method``, the job's method class, when given)."""
 
     @classmethod
-    def from_config(cls, sparsity: dict | None, pattern: Pattern | None = None) -> "Allocation":
+    def from_config(cls, sparsity: dict | None, pattern: Pattern | None = None,
+                    method: type[PruningMethod] | None = None) -> "Allocation":
         """The allocation a (recorded) ``sparsity`` section asks for, its null options filled from
-        :meth:`defaults` when ``pattern`` is given; records without the key are uniform. Options of another
-        allocation are refused (``ValueError`` naming the key)."""
+        :meth:`defaults` when ``pattern`` is given (and ``method``, the job's method class); records without
+        the key are uniform. Options of another allocation are refused (``ValueError`` naming the key)."""
         sparsity = sparsity or {}
         entry = ALLOCATIONS.get_entry(sparsity.get("allocation") or "uniform", "sparsity.allocation")
         for other in ALLOCATIONS.values():
@@ -157,7 +161,7 @@ class Allocation:
                     raise ValueError(f"sparsity.{key}={sparsity[key]!r} applies to sparsity.allocation={other.name} "
                                      f"only; this job has sparsity.allocation={entry.name}")
         given = {f: sparsity[k] for f, k in entry.keys.items() if sparsity.get(k) is not None}
-        filled = {**(entry.defaults(pattern) if pattern is not None else {}), **given}
+        filled = {**(entry.defaults(pattern, method) if pattern is not None else {}), **given}
         types = {f.name: f.type for f in dataclasses.fields(entry)}
         return entry(**{f: v if types[f] in (str, "str") else float(v) for f, v in filled.items()})
 
@@ -173,7 +177,9 @@ register_allocation("uniform")(Allocation)
 @dataclass(frozen=True)
 class OWL(Allocation):
     """Outlier-weighted layer-wise sparsity; options ``sparsity.owl_m`` and ``sparsity.owl_lambda``, by default
-    the official README's commands (M 5, λ 0.08 unstructured; M 6, λ 2 for N:M)."""
+    the official README's commands (M 5, λ 0.08 unstructured; M 6, λ 2 for N:M), and ``sparsity.owl_statistic``,
+    by default the method's own accumulated score for a method that carries memory (COPAL: measured better at
+    50 %, 70 % and 2:4, docs/design.md) and the official Wanda scores for every other method."""
 
     measures: ClassVar[bool] = True
     keys: ClassVar[dict[str, str]] = {"m": "owl_m", "lam": "owl_lambda", "statistic": "owl_statistic"}
@@ -182,9 +188,10 @@ class OWL(Allocation):
     statistic: str = "wanda"
 
     @classmethod
-    def defaults(cls, pattern):
+    def defaults(cls, pattern, method=None):
         nm = pattern.kind == "nm"
-        return {"m": 6.0 if nm else 5.0, "lam": 2.0 if nm else 0.08, "statistic": "wanda"}
+        statistic = "accumulated" if method is not None and method.carries_memory else "wanda"
+        return {"m": 6.0 if nm else 5.0, "lam": 2.0 if nm else 0.08, "statistic": statistic}
 
     def check(self, pattern, method=None):
         if self.statistic not in OWL_STATISTICS:
@@ -227,7 +234,8 @@ class OWL(Allocation):
         return " + owl" if self.statistic == OWL_STATISTICS[0] else f" + owl ({self.statistic})"
 
 
-#: ``sparsity.owl_statistic``: what OWL counts outliers in; the first (the official statistic) is the default
+#: ``sparsity.owl_statistic``: what OWL counts outliers in; the first is the official statistic (the default for
+#: methods that carry no memory)
 OWL_STATISTICS = ("wanda", "accumulated")
 
 
