@@ -3,8 +3,10 @@ COPAL against Wanda, and ``order=all_perms`` with and without the planner.
 
     python bench/bench_prune.py [--nsamples 8] [--seqlen 256] [--repeats 3] [--planner-windows 4]
 
-Every time is the median of ``--repeats`` runs (the floor's passes, each step and its phases, the isolated
-products), so that one run's ratios do not rest on single timings.
+Every time is the median of ``--repeats`` runs. Each repeat of a method times its floor's two passes, the step
+and the isolated products back to back, and ``step_over_floor`` is the median of those paired ratios: on a
+shared machine whose speed drifts by 10–20 % over minutes a floor timed once, minutes before a step, would
+measure the drift rather than the step.
 
 Writes ``bench/results/prune-<commit>-<time>.json`` (machine, commit, settings, numbers).
 """
@@ -121,33 +123,39 @@ def main() -> None:
     dense_state = copy.deepcopy(model.state_dict())
     out = {"machine": machine(), "commit": commit(), "settings": vars(args), "methods": {}}
 
-    floor = statistics.median(floor_passes(model, segments) for _ in range(args.repeats))
-    out["floor_two_passes_s"] = round(floor, 3)
+    floors: list[float] = []
     for name, options, pattern in (("magnitude", {}, "unstructured"), ("wanda", {}, "unstructured"),
                                    ("sparsegpt", {}, "unstructured"), ("copal", {"granularity": "segment"}, "unstructured"),
                                    ("copal", {"granularity": "token"}, "unstructured"), ("wanda", {}, "2:4"),
                                    ("sparsegpt", {}, "2:4"), ("copal", {"granularity": "token"}, "2:4")):
         pat = Pattern.parse("nm", n=2, m=4) if pattern == "2:4" else Pattern.parse("unstructured", ratio=0.5)
-        steps, phases = [], []
-        for _ in range(args.repeats):
+        # the floor's product must match the granularity the step ran with
+        product = "copal-token" if options.get("granularity") == "token" else name
+        steps, phases, passes, products = [], [], [], []
+        for _ in range(args.repeats):  # floor passes, step, products: back to back, one paired ratio each
+            if name != "magnitude":
+                model.load_state_dict(dense_state)
+                passes.append(floor_passes(model, segments))
             model.load_state_dict(dense_state)
             timer = PhaseTimer()
             start = time.perf_counter()
             prune_model(model, segments, build_method(name, pat, **options), timer=timer, progress=False)
             steps.append(time.perf_counter() - start)
             phases.append(timer.seconds)
-        step = statistics.median(steps)
-        # the floor's product must match the granularity the step ran with
-        product = "copal-token" if options.get("granularity") == "token" else name
-        products = statistics.median(method_products(model, segments, product, pat) for _ in range(args.repeats))
-        method_floor = (0.0 if name == "magnitude" else floor) + products
+            products.append(method_products(model, segments, product, pat))
+        floors.extend(passes)
+        method_floors = [p + q for p, q in zip(passes or [0.0] * len(products), products)]
         key = f"{name}{'-' + options['granularity'] if options else ''} {pattern}"
-        out["methods"][key] = {"step_s": round(step, 3), "steps_s": [round(t, 3) for t in steps],
+        out["methods"][key] = {"step_s": round(statistics.median(steps), 3), "steps_s": [round(t, 3) for t in steps],
                                "phases_s": {k: round(statistics.median(p.get(k, 0.0) for p in phases), 3)
                                             for k in phases[0]},
-                               "own_products_s": round(products, 3), "floor_s": round(method_floor, 3),
-                               "step_over_floor": round(step / method_floor, 3) if method_floor else None}
+                               "two_passes_s": round(statistics.median(passes), 3) if passes else 0.0,
+                               "own_products_s": round(statistics.median(products), 3),
+                               "floor_s": round(statistics.median(method_floors), 3),
+                               "step_over_floor": round(statistics.median(t / f for t, f in zip(steps, method_floors)), 3)
+                               if passes else None}
         print(key, out["methods"][key], flush=True)
+    out["floor_two_passes_s"] = round(statistics.median(floors), 3)
     model.load_state_dict(dense_state)
     windows = split.evaluation
     start = time.perf_counter()

@@ -2,7 +2,7 @@
 gate/up_proj) against each linear solved alone, and against a Wanda step: on SmolLM2 with real data, and
 on one LLaMA-7B-shaped decoder layer (random weights) — median of ``--repeats`` each, masks compared.
 
-    python bench/bench_shared.py [--repeats 3] [--nsamples 8] [--seqlen 256] [--skip-7b]
+    python bench/bench_shared.py [--repeats 3] [--nsamples 8] [--seqlen 256] [--skip-7b | --skip-smollm2]
 
 Writes ``bench/results/shared-<commit>-<time>.json`` (machine, commit, settings, numbers). Run it alone on
 the machine (2 cores: another torch process beside it makes every number meaningless).
@@ -96,8 +96,11 @@ def main() -> None:
     p.add_argument("--nsamples-7b", type=int, default=4)
     p.add_argument("--seqlen-7b", type=int, default=512)
     p.add_argument("--skip-7b", action="store_true")
+    p.add_argument("--skip-smollm2", action="store_true")
     args = p.parse_args()
-    out = {"machine": machine(), "commit": commit(), "settings": vars(args), "smollm2": smollm2(args)}
+    out = {"machine": machine(), "commit": commit(), "settings": vars(args)}
+    if not args.skip_smollm2:
+        out["smollm2"] = smollm2(args)
     if not args.skip_7b:
         out["llama7b_layer"] = llama7b_layer(args)
     dest = ROOT / "bench" / "results" / f"shared-{out['commit']}-{time.strftime('%Y%m%d-%H%M%S')}.json"

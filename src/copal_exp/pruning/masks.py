@@ -140,11 +140,6 @@ def _scratch(rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def apply_mask(weight: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """``weight`` with its pruned entries set to zero (one pass, in ``weight``'s dtype)."""
-    return torch.where(keep, weight, torch.zeros((), dtype=weight.dtype, device=weight.device))
-
-
 def unstructured_mask(score: torch.Tensor, ratio: float, group: str = "layer") -> torch.Tensor:
     """Keep mask pruning exactly ``floor(ratio * size)`` lowest scores of each comparison group.
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from copal_exp.config.fields import number
-from copal_exp.pruning.masks import apply_mask, select_mask
+from copal_exp.pruning.masks import select_mask
 from copal_exp.pruning.methods.registry import PruningMethod, register
 
 GRANULARITIES = ("segment", "token")
@@ -104,4 +104,4 @@ class Copal(PruningMethod):
     def prune(self, name, weight, stats, memory, pattern=None):
         total = stats if memory is None else stats.add_(memory)  # this step's G is not read again: G_t in place
         keep = select_mask(copal_score(weight, total), pattern or self.pattern, group=self.opts.group)
-        return apply_mask(weight, keep), keep, total
+        return weight * keep, keep, total

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 import torch
 
 from copal_exp.config.fields import integer, number
-from copal_exp.pruning.masks import apply_mask
 from copal_exp.pruning.methods.registry import PruningMethod, register
 from copal_exp.pruning.methods.sparsegpt import accumulate_hessian, inverse_cholesky_upper, prepare_hessian
 
@@ -268,5 +267,5 @@ class DSnoT(PruningMethod):
                                         o.max_cycle_time if refine else 0, o.update_threshold,
                                         o.pow_of_var_regrowing, same_sign=not o.without_same_sign)
         keep = ~pruned
-        return apply_mask(weight, keep), keep, None
+        return weight * keep, keep, None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from copal_exp.pruning.masks import apply_mask, select_mask
+from copal_exp.pruning.masks import select_mask
 from copal_exp.pruning.methods.registry import PruningMethod, register
 
 
@@ -18,4 +18,4 @@ class Magnitude(PruningMethod):
 
     def prune(self, name, weight, stats, memory, pattern=None):
         keep = select_mask(magnitude_score(weight.float()), pattern or self.pattern, group="layer")
-        return apply_mask(weight, keep), keep, None
+        return weight * keep, keep, None

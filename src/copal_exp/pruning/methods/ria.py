@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from copal_exp.config.fields import number
-from copal_exp.pruning.masks import apply_mask, select_mask
+from copal_exp.pruning.masks import select_mask
 from copal_exp.pruning.methods.registry import register
 from copal_exp.pruning.methods.wanda import Wanda
 
@@ -56,4 +56,4 @@ class RIA(Wanda):
 
     def prune(self, name, weight, stats, memory, pattern=None):
         keep = select_mask(ria_score(weight, stats, self.opts.a), pattern or self.pattern, group=self.opts.group)
-        return apply_mask(weight, keep), keep, None
+        return weight * keep, keep, None
