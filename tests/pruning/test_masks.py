@@ -157,3 +157,22 @@ def test_nm_equals_stable_sort_reference(n, m, tied):
     assert torch.equal(nm_mask(score, n, m), expected.reshape(12, 4 * m))
     for c in range(4):  # SparseGPT's one group at a time, transposed: the same choice
         assert torch.equal(nm_keep_group(groups[:, c].t().contiguous(), n).t(), expected[:, c])
+
+
+def test_split_selection_works_in_a_forked_child(monkeypatch):
+    """The selection threads are the parent's: a child forked after they exist (a launcher, a worker pool)
+    starts its own instead of queueing work for threads it does not have (which would hang)."""
+    import multiprocessing
+
+    monkeypatch.setattr(masks, "PARALLEL_MIN_ENTRIES", 1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        score = torch.rand(40, 30)
+        expected = unstructured_mask(score, 0.5, "row")  # rows split: the parent's pool exists from here on
+        assert masks._POOLS
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            got = pool.apply_async(unstructured_mask, (score, 0.5, "row")).get(timeout=120)
+        assert torch.equal(got, expected)
+    finally:
+        torch.set_num_threads(threads)

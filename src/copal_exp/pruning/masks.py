@@ -7,6 +7,7 @@ Every function here is pure and works on plain tensors.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -103,7 +104,8 @@ def select_kth(rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     parts = min(torch.get_num_threads(), array.shape[0], max(1, array.size // PARALLEL_MIN_ENTRIES))
     bounds = np.linspace(0, array.shape[0], parts + 1).astype(int)
     if parts > 1:
-        done = [_selection_pool().submit(select, a, b) for a, b in zip(bounds[1:-1], bounds[2:])]
+        pool = _selection_pool(parts - 1)
+        done = [pool.submit(select, a, b) for a, b in zip(bounds[1:-1], bounds[2:])]
         select(bounds[0], bounds[1])
         for future in done:
             future.result()
@@ -113,14 +115,16 @@ def select_kth(rows: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 PARALLEL_MIN_ENTRIES = 1 << 16  # rows are split among threads only in chunks of at least this many entries
-_POOL: list[ThreadPoolExecutor] = []
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+os.register_at_fork(after_in_child=_POOLS.clear)  # a forked child has none of its parent's threads
 
 
-def _selection_pool() -> ThreadPoolExecutor:
-    """The threads :func:`kth_smallest` partitions on (created at first use, as many as torch's threads)."""
-    if not _POOL or _POOL[0]._max_workers < torch.get_num_threads():
-        _POOL[:] = [ThreadPoolExecutor(max(1, torch.get_num_threads()), thread_name_prefix="copal-select")]
-    return _POOL[0]
+def _selection_pool(workers: int) -> ThreadPoolExecutor:
+    """The ``workers`` threads :func:`select_kth` partitions on beside the calling one (created at first use)."""
+    pool = _POOLS.get(workers)
+    if pool is None:
+        pool = _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="copal-select")
+    return pool
 
 
 _SCRATCH = threading.local()
