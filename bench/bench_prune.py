@@ -133,10 +133,9 @@ def main() -> None:
         product = "copal-token" if options.get("granularity") == "token" else name
         steps, phases, passes, products = [], [], [], []
         for _ in range(args.repeats):  # floor passes, step, products: back to back, one paired ratio each
+            model.load_state_dict(dense_state)  # the passes leave the weights as they are: one load for both
             if name != "magnitude":
-                model.load_state_dict(dense_state)
                 passes.append(floor_passes(model, segments))
-            model.load_state_dict(dense_state)
             timer = PhaseTimer()
             start = time.perf_counter()
             prune_model(model, segments, build_method(name, pat, **options), timer=timer, progress=False)

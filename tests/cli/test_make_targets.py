@@ -12,11 +12,13 @@ from conftest import REPO, compose
 
 from copal_exp.protocol.settings import validate
 
+MAKEFILE = REPO / "Makefile"
+
 
 def makefile_sweeps() -> dict[str, list[list[str]]]:
     """Per recipe line that starts a copal_exp multirun (``$(PAPER)`` or ``-m copal_exp -m``): the overrides it
     sweeps (Makefile variables other than SCALE dropped: model, sweep dir and ARGS), keyed ``target#n``."""
-    text = (REPO / "Makefile").read_text()
+    text = MAKEFILE.read_text()
     scale = re.search(r"^SCALE\s*\?=\s*(.*)$", text, re.M).group(1).split()
     sweeps, target = {}, None
     for line in text.splitlines():
@@ -45,7 +47,7 @@ def expand(overrides: list[str]) -> list[list[str]]:
 
 
 SWEEPS = makefile_sweeps()
-MODEL = re.search(r"^MODEL\s*\?=\s*(\S+)", (REPO / "Makefile").read_text(), re.M).group(1)
+MODEL = re.search(r"^MODEL\s*\?=\s*(\S+)", MAKEFILE.read_text(), re.M).group(1)
 
 
 def test_the_paper_targets_are_all_read():

@@ -133,7 +133,7 @@ def check_logger(logger: Any) -> dict[str, Any]:
 
 
 def check_allocation(sp: dict[str, Any], pattern: Pattern, cls: type[PruningMethod]) -> Allocation:
-    """``sparsity.allocation`` and its options, their defaults filled in by pattern (and recorded so)."""
+    """``sparsity.allocation`` and its options, their defaults filled in by pattern and method (and recorded so)."""
     try:
         allocation = Allocation.from_config(sp, pattern, cls)
         allocation.check(pattern, cls)
